@@ -1,0 +1,187 @@
+//! The `Admin` gRPC service: keyspaces and node status.
+
+use std::sync::Arc;
+
+use tonic::metadata::MetadataValue;
+use tonic::{Request, Response, Status};
+
+use ledge_consensus::{Dialer, MembershipChange, Node};
+use ledge_proto::v1 as pb;
+use ledge_proto::v1::admin_client::AdminClient;
+use ledge_proto::v1::admin_server::Admin;
+use ledge_store::{Command, Mode, Scope};
+
+use crate::convert;
+use crate::deadline;
+use crate::limits;
+use crate::sync::Replication;
+
+/// Serves `ledge.v1.Admin`.
+#[derive(Clone)]
+pub struct AdminService {
+    node: Node,
+    replication: Replication,
+    region: String,
+    role: &'static str,
+    dialer: Arc<dyn Dialer>,
+}
+
+/// Request metadata marking a call one node made to another on a client's behalf.
+const FORWARDED: &str = "ledge-forwarded";
+
+impl AdminService {
+    /// A service over `node` and its eventual replicas, which belongs to `region` and has
+    /// `role`; `dialer` reaches the leader for requests only it can answer fully.
+    pub fn new(
+        node: Node,
+        replication: Replication,
+        region: String,
+        role: &'static str,
+        dialer: Arc<dyn Dialer>,
+    ) -> Self {
+        Self { node, replication, region, role, dialer }
+    }
+
+    fn members(members: Vec<(u64, String, &'static str, Option<u64>)>) -> Vec<pb::Member> {
+        members
+            .into_iter()
+            .map(|(id, address, role, last_applied)| pb::Member {
+                id,
+                address,
+                role: role.to_string(),
+                last_applied: last_applied.unwrap_or(0),
+            })
+            .collect()
+    }
+
+    /// Asks the leader for the member list (it alone knows how far each member has applied).
+    async fn members_from_leader(&self, addr: &str) -> Result<pb::ListMembersResponse, Status> {
+        let channel = self.dialer.channel(addr).map_err(Status::unavailable)?;
+        let mut req = Request::new(pb::ListMembersRequest {});
+        req.metadata_mut().insert(FORWARDED, MetadataValue::from_static("1"));
+        req.set_timeout(self.node.request_timeout());
+        Ok(AdminClient::new(channel).list_members(req).await?.into_inner())
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn create_keyspace(
+        &self,
+        req: Request<pb::CreateKeyspaceRequest>,
+    ) -> Result<Response<pb::CreateKeyspaceResponse>, Status> {
+        let deadline = deadline::for_request(req.metadata(), self.node.request_timeout());
+        let req = req.into_inner();
+        if req.name.is_empty() {
+            return Err(Status::invalid_argument("keyspace name is empty"));
+        }
+        let name = limits::keyspace_name(&req.name)?.to_string();
+        let mode = convert::mode(req.mode)?;
+        let scope = convert::scope(req.scope)?;
+        if mode == Mode::Strong && scope == Scope::Global {
+            return Err(Status::invalid_argument("scope global is for eventual keyspaces only"));
+        }
+        let cmd = Command::CreateKeyspace { name, mode, scope, if_not_exists: req.if_not_exists };
+        match self.node.write_until(cmd, deadline).await.map_err(convert::status)? {
+            (revision, ledge_store::Response::Keyspace(def)) => {
+                Ok(Response::new(pb::CreateKeyspaceResponse { keyspace: Some(convert::keyspace(def)), revision }))
+            }
+            (rev, other) => Err(Status::internal(format!("unexpected result at revision {rev}: {other:?}"))),
+        }
+    }
+
+    async fn list_keyspaces(
+        &self,
+        req: Request<pb::ListKeyspacesRequest>,
+    ) -> Result<Response<pb::ListKeyspacesResponse>, Status> {
+        let deadline = deadline::for_request(req.metadata(), self.node.request_timeout());
+        let revision = self.node.read_barrier_until(deadline).await.map_err(convert::status)?;
+        let keyspaces = self.node.state().keyspaces().map_err(convert::store_status)?;
+        Ok(Response::new(pb::ListKeyspacesResponse {
+            keyspaces: keyspaces.into_iter().map(convert::keyspace).collect(),
+            as_of: Some(pb::AsOf {
+                revision,
+                stale: false,
+                staleness_ms: 0,
+                node_id: self.node.id(),
+                ..Default::default()
+            }),
+        }))
+    }
+
+    async fn drop_keyspace(
+        &self,
+        req: Request<pb::DropKeyspaceRequest>,
+    ) -> Result<Response<pb::DropKeyspaceResponse>, Status> {
+        let deadline = deadline::for_request(req.metadata(), self.node.request_timeout());
+        let req = req.into_inner();
+        if req.name.is_empty() {
+            return Err(Status::invalid_argument("keyspace name is empty"));
+        }
+        let name = limits::keyspace_name(&req.name)?.to_string();
+        let (revision, _) =
+            self.node.write_until(Command::DropKeyspace { name }, deadline).await.map_err(convert::status)?;
+        Ok(Response::new(pb::DropKeyspaceResponse { revision }))
+    }
+
+    async fn status(&self, _req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+        let s = self.node.status();
+        let keyspaces = self.node.state().keyspaces().map_err(convert::store_status)?.len() as u64;
+        let replica = self.replication.replica();
+        let spaces = replica.spaces().map_err(convert::crdt_status)?;
+        let eventual = replica.status(&spaces).map_err(convert::crdt_status)?;
+        let (leader_id, leader_address) = s.leader.unwrap_or((0, String::new()));
+        Ok(Response::new(pb::StatusResponse {
+            node_id: s.id,
+            region: self.region.clone(),
+            role: self.role.to_string(),
+            address: s.address,
+            raft_state: s.state.to_string(),
+            leader_id,
+            leader_address,
+            term: s.term,
+            last_log_index: s.last_log_index,
+            applied_revision: s.applied,
+            members: Self::members(s.members),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            keyspaces,
+            snapshot_index: s.snapshot_index,
+            purged_index: s.purged_index,
+            eventual_keys: eventual.keys,
+            tombstones: eventual.tombstones,
+            hlc: convert::hlc_opt(eventual.hlc),
+            stable_hlc: convert::hlc_opt(eventual.stable),
+            clock_drift_rejections: eventual.drift_rejections,
+            sync_links: self.replication.link_status(),
+        }))
+    }
+
+    async fn list_members(
+        &self,
+        req: Request<pb::ListMembersRequest>,
+    ) -> Result<Response<pb::ListMembersResponse>, Status> {
+        let status = self.node.status();
+        if status.state != "leader" && req.metadata().get(FORWARDED).is_none() {
+            if let Some((_, addr)) = status.leader.as_ref().filter(|(id, _)| *id != status.id) {
+                match self.members_from_leader(addr).await {
+                    Ok(reply) => return Ok(Response::new(reply)),
+                    Err(e) => tracing::debug!("member list from the leader: {e}; answering locally"),
+                }
+            }
+        }
+        let leader_id = status.leader.as_ref().map(|(id, _)| *id).unwrap_or(0);
+        Ok(Response::new(pb::ListMembersResponse { members: Self::members(status.members), leader_id }))
+    }
+
+    async fn remove_member(
+        &self,
+        req: Request<pb::RemoveMemberRequest>,
+    ) -> Result<Response<pb::RemoveMemberResponse>, Status> {
+        let id = req.into_inner().id;
+        if id == 0 {
+            return Err(Status::invalid_argument("node id is required"));
+        }
+        let revision = self.node.change_membership(MembershipChange::Remove { id }).await.map_err(convert::status)?;
+        Ok(Response::new(pb::RemoveMemberResponse { revision }))
+    }
+}

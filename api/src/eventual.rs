@@ -1,0 +1,208 @@
+//! The `Kv` service on eventual keyspaces.
+//!
+//! Life of an eventual put, at any node, whatever the state of the region's Raft group:
+//!
+//! 1. Validate the key and value ([`crate::limits`]) and the write level; strong-only options
+//!    are refused.
+//! 2. [`Replica::apply`](ledge_crdt::Replica::apply) ticks the HLC, applies the operation to the
+//!    key's CRDT entry (checking its type) and commits it with its digest and change-log record in
+//!    one transaction, then waits for the group-commit flush: the write is durable here.
+//! 3. The push streams send it to every peer; for `quorum` and `all` the reply waits for their
+//!    acknowledgements ([`Replication::wait_acks`](crate::sync::Replication::wait_acks)).
+//! 4. The reply carries the HLC timestamp the write was made at.
+//!
+//! Reads at `one` answer from the local replica; at `quorum` they merge a majority's states and
+//! repair the replicas that were behind. Every read carries the node's HLC and stable watermark
+//! as its as-of metadata. Scans read the local replica only.
+
+use tokio::time::Instant;
+use tonic::Status;
+
+use ledge_crdt::{Op, Read, SpaceId};
+use ledge_proto::v1 as pb;
+use ledge_store::KeyspaceDef;
+
+use crate::convert;
+use crate::kv::{KvService, ScanRange};
+use crate::limits;
+use crate::sync::WriteLevel;
+
+/// The write level a request asks for on an eventual keyspace (unspecified means `one`).
+fn write_level(raw: i32) -> Result<WriteLevel, Status> {
+    match pb::WriteLevel::try_from(raw) {
+        Ok(pb::WriteLevel::Unspecified | pb::WriteLevel::One) => Ok(WriteLevel::One),
+        Ok(pb::WriteLevel::Quorum) => Ok(WriteLevel::Quorum),
+        Ok(pb::WriteLevel::All) => Ok(WriteLevel::All),
+        Err(_) => Err(Status::invalid_argument(format!("unknown write level {raw}"))),
+    }
+}
+
+/// Whether a read asks for `quorum` (else `one`); strong-only options are refused.
+fn quorum_read(options: Option<pb::ReadOptions>) -> Result<bool, Status> {
+    let options = options.unwrap_or_default();
+    if options.max_staleness_ms > 0 || options.min_revision > 0 {
+        return Err(Status::invalid_argument(
+            "max_staleness and min_revision apply to strong keyspaces; eventual reads take consistency one or quorum",
+        ));
+    }
+    match pb::ReadConsistency::try_from(options.consistency) {
+        Ok(pb::ReadConsistency::Unspecified | pb::ReadConsistency::One) => Ok(false),
+        Ok(pb::ReadConsistency::Quorum) => Ok(true),
+        Ok(c @ (pb::ReadConsistency::Linearizable | pb::ReadConsistency::Stale)) => {
+            Err(Status::invalid_argument(format!(
+                "read consistency {} applies to strong keyspaces; eventual keyspaces take one or quorum",
+                c.as_str_name().trim_start_matches("READ_CONSISTENCY_").to_lowercase()
+            )))
+        }
+        Err(_) => Err(Status::invalid_argument(format!("unknown read consistency {}", options.consistency))),
+    }
+}
+
+impl KvService {
+    fn space(def: &KeyspaceDef) -> SpaceId {
+        SpaceId::from(def)
+    }
+
+    /// As-of metadata of an eventual read merged from `replicas` replicas.
+    fn eventual_as_of(&self, replicas: u32) -> Result<pb::AsOf, Status> {
+        let replica = self.replication.replica();
+        Ok(pb::AsOf {
+            node_id: self.node.id(),
+            hlc: Some(convert::hlc(replica.hlc().latest())),
+            stable_hlc: convert::hlc_opt(replica.stable().map_err(convert::crdt_status)?),
+            replicas,
+            ..Default::default()
+        })
+    }
+
+    async fn eventual_write(
+        &self,
+        def: &KeyspaceDef,
+        key: &[u8],
+        op: Op,
+        level: i32,
+        deadline: Instant,
+    ) -> Result<ledge_crdt::Applied, Status> {
+        let level = write_level(level)?;
+        let applied =
+            self.replication.replica().apply(&Self::space(def), key, op).await.map_err(convert::crdt_status)?;
+        self.replication.wait_acks(applied.seq, level, deadline).await?;
+        Ok(applied)
+    }
+
+    pub(crate) async fn eventual_put(
+        &self,
+        def: &KeyspaceDef,
+        req: pb::PutRequest,
+        deadline: Instant,
+    ) -> Result<pb::PutResponse, Status> {
+        let applied = self.eventual_write(def, &req.key, Op::Put(req.value), req.level, deadline).await?;
+        Ok(pb::PutResponse { revision: 0, hlc: Some(convert::hlc(applied.ts)) })
+    }
+
+    pub(crate) async fn eventual_delete(
+        &self,
+        def: &KeyspaceDef,
+        req: pb::DeleteRequest,
+        deadline: Instant,
+    ) -> Result<pb::DeleteResponse, Status> {
+        let applied = self.eventual_write(def, &req.key, Op::Delete, req.level, deadline).await?;
+        Ok(pb::DeleteResponse { revision: 0, deleted: applied.existed, hlc: Some(convert::hlc(applied.ts)) })
+    }
+
+    pub(crate) async fn eventual_increment(
+        &self,
+        def: &KeyspaceDef,
+        req: pb::IncrementRequest,
+        deadline: Instant,
+    ) -> Result<pb::IncrementResponse, Status> {
+        let applied = self.eventual_write(def, &req.key, Op::Add(req.delta), req.level, deadline).await?;
+        let value = match applied.entry.read() {
+            Read::Counter(n) => n,
+            _ => 0,
+        };
+        Ok(pb::IncrementResponse { hlc: Some(convert::hlc(applied.ts)), value })
+    }
+
+    pub(crate) async fn eventual_set(
+        &self,
+        def: &KeyspaceDef,
+        req: pb::SetRequest,
+        add: bool,
+        deadline: Instant,
+    ) -> Result<pb::SetResponse, Status> {
+        self.limits.key(&req.key)?;
+        self.limits.value(&req.member).map_err(|s| Status::new(s.code(), s.message().replace("value", "member")))?;
+        let op = if add { Op::SetAdd(req.member) } else { Op::SetRemove(req.member) };
+        let applied = self.eventual_write(def, &req.key, op, req.level, deadline).await?;
+        let size = match applied.entry.read() {
+            Read::Set(members) => members.len() as u64,
+            _ => 0,
+        };
+        Ok(pb::SetResponse { hlc: Some(convert::hlc(applied.ts)), size })
+    }
+
+    pub(crate) async fn eventual_get(
+        &self,
+        def: &KeyspaceDef,
+        req: pb::GetRequest,
+        deadline: Instant,
+    ) -> Result<pb::GetResponse, Status> {
+        let space = Self::space(def);
+        let (entry, replicas) = if quorum_read(req.options)? {
+            let read = self.replication.read_quorum(&space, &req.key, deadline).await?;
+            (read.entry, read.replicas)
+        } else {
+            (self.replication.replica().get(&space, &req.key).map_err(convert::crdt_status)?, 1)
+        };
+        let kv = entry.filter(|e| !e.is_deleted()).map(|e| convert::eventual_kv(req.key, &e, false));
+        Ok(pb::GetResponse { kv, as_of: Some(self.eventual_as_of(replicas)?) })
+    }
+
+    pub(crate) fn eventual_scan(
+        &self,
+        def: &KeyspaceDef,
+        req: pb::ScanRequest,
+        range: ScanRange,
+        limit: usize,
+    ) -> Result<pb::ScanResponse, Status> {
+        if quorum_read(req.options)? {
+            return Err(Status::invalid_argument(
+                "scans of eventual keyspaces read the local replica: use consistency one (get takes quorum)",
+            ));
+        }
+        let replica = self.replication.replica();
+        let mut rows =
+            replica.scan(&Self::space(def), range.start, range.end, limit + 1).map_err(convert::crdt_status)?;
+        let next_page_token = if rows.len() > limit {
+            rows.truncate(limit);
+            rows.last().map(|(k, _)| limits::page_token(k)).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        let kvs = rows.into_iter().map(|(k, e)| convert::eventual_kv(k, &e, req.keys_only)).collect();
+        Ok(pb::ScanResponse { kvs, next_page_token, as_of: Some(self.eventual_as_of(1)?) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::Code;
+
+    #[test]
+    fn levels_and_consistencies() {
+        assert_eq!(write_level(0).unwrap(), WriteLevel::One);
+        assert_eq!(write_level(2).unwrap(), WriteLevel::Quorum);
+        assert_eq!(write_level(9).unwrap_err().code(), Code::InvalidArgument);
+        assert!(!quorum_read(None).unwrap());
+        let quorum = pb::ReadOptions { consistency: pb::ReadConsistency::Quorum as i32, ..Default::default() };
+        assert!(quorum_read(Some(quorum)).unwrap());
+        let strong = pb::ReadOptions { consistency: pb::ReadConsistency::Stale as i32, ..Default::default() };
+        let err = quorum_read(Some(strong)).unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(err.message().contains("read consistency stale applies to strong keyspaces"), "{}", err.message());
+        let session = pb::ReadOptions { min_revision: 4, ..Default::default() };
+        assert_eq!(quorum_read(Some(session)).unwrap_err().code(), Code::InvalidArgument);
+    }
+}

@@ -1,0 +1,137 @@
+//! Running one seed: build the world, start the workload's clients, play the faults, then check
+//! the history (linearizability) and liveness (after the heal every client completes work again).
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::checker::{self, Violation};
+use crate::history::{Event, History, Outcome};
+use crate::nemesis::Schedule;
+use crate::workload::{ClientContext, Workload};
+use crate::world::{World, WorldOptions};
+
+/// Time after the heal before liveness is judged (an election, a catch-up).
+const SETTLE: Duration = Duration::from_secs(3);
+
+/// What a passing run did.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// The seed.
+    pub seed: u64,
+    /// The faults played.
+    pub schedule: Schedule,
+    /// Operations completed with a result.
+    pub ok: usize,
+    /// Operations refused (not applied).
+    pub failed: usize,
+    /// Operations whose fate is unknown.
+    pub unknown: usize,
+}
+
+/// Why a run failed, with everything needed to replay and understand it.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// The seed that replays the run (`LEDGE_SIM_SEED=<seed>`).
+    pub seed: u64,
+    /// The faults played.
+    pub schedule: Schedule,
+    /// What went wrong.
+    pub reason: String,
+    /// The shortest history that shows it (one key's history for a linearizability violation).
+    pub history: String,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "simulation failed: seed {} (replay with LEDGE_SIM_SEED={})", self.seed, self.seed)?;
+        writeln!(f, "reason: {}", self.reason)?;
+        write!(f, "{}", self.schedule)?;
+        if !self.history.is_empty() {
+            writeln!(f, "history:")?;
+            write!(f, "{}", self.history)?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs `workload` in the world `opts` describes and checks the outcome.
+pub fn run(opts: &WorldOptions, workload: &dyn Workload) -> Result<Report, Box<Failure>> {
+    let fail = |schedule: &Schedule, reason: String, history: String| {
+        Box::new(Failure { seed: opts.seed, schedule: schedule.clone(), reason, history })
+    };
+    let mut world = World::build(opts).map_err(|e| fail(&Schedule::default(), e, String::new()))?;
+    let history = History::default();
+    let fault_end = opts.fault_phase;
+    let end = opts.fault_phase + opts.heal_phase;
+    for id in 0..workload.clients() {
+        let region = &world.regions[id % world.regions.len()];
+        let ctx = ClientContext {
+            id,
+            seed: opts.seed.wrapping_mul(31).wrapping_add(id as u64),
+            hosts: region.all(),
+            history: history.clone(),
+            fault_end,
+            end,
+        };
+        let fut = workload.client(ctx);
+        world.sim.client(format!("client{id}"), async move { fut.await.map_err(|e| e.into()) });
+    }
+    let result = world.run();
+    let schedule = world.schedule.clone();
+    let events = history.events();
+    if let Err(e) = result {
+        return Err(fail(&schedule, e, String::new()));
+    }
+    if let Err(Violation { key, history }) = checker::check_linearizable(&events) {
+        return Err(fail(&schedule, format!("history of key {key:?} is not linearizable"), history));
+    }
+    check_liveness(&events, workload.clients(), fault_end + SETTLE)
+        .map_err(|reason| fail(&schedule, reason, String::new()))?;
+    let (mut ok, mut failed, mut unknown) = (0, 0, 0);
+    for e in &events {
+        if let Event::Complete { outcome, .. } = e {
+            match outcome {
+                Outcome::Ok(_) => ok += 1,
+                Outcome::Failed(_) => failed += 1,
+                Outcome::Unknown(_) => unknown += 1,
+            }
+        }
+    }
+    Ok(Report { seed: opts.seed, schedule, ok, failed, unknown })
+}
+
+/// After `since`, every client must have completed at least one operation successfully.
+fn check_liveness(events: &[Event], clients: usize, since: Duration) -> Result<(), String> {
+    let mut client_of = std::collections::BTreeMap::new();
+    let mut live = vec![false; clients];
+    for e in events {
+        match e {
+            Event::Invoke { id, client, at, .. } => {
+                client_of.insert(*id, (*client, *at));
+            }
+            Event::Complete { id, outcome: Outcome::Ok(_), .. } => {
+                if let Some((client, at)) = client_of.get(id) {
+                    if *at >= since && *client < clients {
+                        live[*client] = true;
+                    }
+                }
+            }
+            Event::Complete { .. } => {}
+        }
+    }
+    match live.iter().position(|l| !l) {
+        Some(c) => Err(format!("liveness: client {c} completed no operation after the heal (from {since:?})")),
+        None => Ok(()),
+    }
+}
+
+/// The seeds a test run covers: `LEDGE_SIM_SEED=S` replays one; otherwise `LEDGE_SIM_SEEDS=N`
+/// (default `default_count`) seeds starting at `LEDGE_SIM_FIRST_SEED` (default 1).
+pub fn seeds_from_env(default_count: u64) -> Vec<u64> {
+    if let Some(seed) = std::env::var("LEDGE_SIM_SEED").ok().and_then(|s| s.parse().ok()) {
+        return vec![seed];
+    }
+    let count = std::env::var("LEDGE_SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(default_count);
+    let first = std::env::var("LEDGE_SIM_FIRST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
+    (first..first + count).collect()
+}

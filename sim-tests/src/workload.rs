@@ -1,0 +1,212 @@
+//! Workloads: what clients do during a run. A workload gives each client a future that runs on
+//! its own turmoil host, talks to the nodes over simulated gRPC, and records what it did in the
+//! shared [`History`].
+//!
+//! [`RegisterWorkload`] is the built-in strong-keyspace workload: every client reads, writes and
+//! compare-and-sets a few keys through random nodes, with a deadline on every call.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use ledge_consensus::Dialer;
+use ledge_proto::v1 as pb;
+use ledge_proto::v1::kv_client::KvClient;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tonic::transport::Channel;
+use tonic::Code;
+
+use crate::history::{History, Outcome, RegisterOp, RegisterRet};
+use crate::net::{SimDialer, PORT};
+
+/// What a client of the simulation gets.
+#[derive(Clone)]
+pub struct ClientContext {
+    /// Client number.
+    pub id: usize,
+    /// Seed for this client's choices.
+    pub seed: u64,
+    /// Hosts of the region this client works against (spare included).
+    pub hosts: Vec<String>,
+    /// Where to record operations.
+    pub history: History,
+    /// When the fault phase ends (everything is healed then).
+    pub fault_end: Duration,
+    /// When the run ends.
+    pub end: Duration,
+}
+
+impl ClientContext {
+    /// A KV client for a node host, over simulated TCP.
+    pub fn kv(&self, host: &str) -> Result<KvClient<Channel>, String> {
+        Ok(KvClient::new(SimDialer::default().channel(&format!("{host}:{PORT}"))?))
+    }
+}
+
+/// A boxed client future.
+pub type ClientFuture = Pin<Box<dyn Future<Output = Result<(), String>>>>;
+
+/// A workload: how many clients, and what each does.
+pub trait Workload {
+    /// Number of clients.
+    fn clients(&self) -> usize;
+    /// The future client `ctx.id` runs.
+    fn client(&self, ctx: ClientContext) -> ClientFuture;
+}
+
+/// Reads, writes and compare-and-sets on a few keys of the `default` keyspace.
+#[derive(Debug, Clone)]
+pub struct RegisterWorkload {
+    /// Number of clients.
+    pub clients: usize,
+    /// Number of keys.
+    pub keys: usize,
+    /// Deadline of each call.
+    pub deadline: Duration,
+    /// Pause between a client's calls.
+    pub think: Duration,
+}
+
+impl Default for RegisterWorkload {
+    fn default() -> Self {
+        Self { clients: 3, keys: 3, deadline: Duration::from_millis(1_500), think: Duration::from_millis(100) }
+    }
+}
+
+/// Whether an error code guarantees the request was not applied.
+fn refused(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Unavailable | Code::InvalidArgument | Code::NotFound | Code::FailedPrecondition | Code::ResourceExhausted
+    )
+}
+
+fn outcome_of_status(s: &tonic::Status) -> Outcome {
+    let text = format!("{:?}: {}", s.code(), s.message());
+    // A status the server sent is final; a transport failure is final only when the connection
+    // was never established (the request was never delivered).
+    let transport = std::error::Error::source(s).is_some();
+    // tonic reports a connection that could not be established as `Unavailable` with the
+    // transport error as its source; a connection lost mid-call comes back as another code.
+    let never_connected =
+        s.code() == Code::Unavailable || text.contains("tcp connect error") || text.contains("error trying to connect");
+    if refused(s.code()) && (!transport || never_connected) {
+        Outcome::Failed(text)
+    } else {
+        Outcome::Unknown(text)
+    }
+}
+
+async fn call<T>(
+    deadline: Duration,
+    fut: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<T, Outcome> {
+    match tokio::time::timeout(deadline, fut).await {
+        Ok(Ok(r)) => Ok(r.into_inner()),
+        Ok(Err(s)) => Err(outcome_of_status(&s)),
+        Err(_) => Err(Outcome::Unknown("client deadline".into())),
+    }
+}
+
+fn request<T>(msg: T, deadline: Duration) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.set_timeout(deadline);
+    r
+}
+
+fn decode(bytes: &[u8]) -> Option<u64> {
+    std::str::from_utf8(bytes).ok()?.parse().ok()
+}
+
+impl RegisterWorkload {
+    async fn one(&self, kv: &mut KvClient<Channel>, key: &str, op: RegisterOp) -> Result<RegisterRet, Outcome> {
+        let d = self.deadline;
+        match op {
+            RegisterOp::Read => {
+                let options =
+                    pb::ReadOptions { consistency: pb::ReadConsistency::Linearizable as i32, ..Default::default() };
+                let req =
+                    pb::GetRequest { keyspace: String::new(), key: key.as_bytes().to_vec(), options: Some(options) };
+                let reply = call(d, kv.get(request(req, d))).await?;
+                Ok(RegisterRet::ReadOk(reply.kv.and_then(|kv| decode(&kv.value))))
+            }
+            RegisterOp::Write(v) => {
+                let req = pb::PutRequest {
+                    key: key.as_bytes().to_vec(),
+                    value: v.to_string().into_bytes(),
+                    ..Default::default()
+                };
+                call(d, kv.put(request(req, d))).await?;
+                Ok(RegisterRet::WriteOk)
+            }
+            RegisterOp::Cas { expected, new } => {
+                use pb::condition::Test;
+                let test = match expected {
+                    Some(e) => Test::ValueEquals(e.to_string().into_bytes()),
+                    None => Test::Absent(true),
+                };
+                let req = pb::BatchRequest {
+                    keyspace: String::new(),
+                    conditions: vec![pb::Condition { key: key.as_bytes().to_vec(), test: Some(test) }],
+                    ops: vec![pb::Op {
+                        op: Some(pb::op::Op::Put(pb::PutOp {
+                            key: key.as_bytes().to_vec(),
+                            value: new.to_string().into_bytes(),
+                        })),
+                    }],
+                };
+                let reply = call(d, kv.batch(request(req, d))).await?;
+                Ok(RegisterRet::CasOk(reply.succeeded))
+            }
+        }
+    }
+}
+
+impl Workload for RegisterWorkload {
+    fn clients(&self) -> usize {
+        self.clients
+    }
+
+    fn client(&self, ctx: ClientContext) -> ClientFuture {
+        let me = self.clone();
+        Box::pin(async move {
+            let mut rng = StdRng::seed_from_u64(ctx.seed);
+            let mut clients = Vec::new();
+            for host in &ctx.hosts {
+                clients.push((host.clone(), ctx.kv(host)?));
+            }
+            let mut last_seen: Vec<Option<u64>> = vec![None; me.keys];
+            let mut counter = 0u64;
+            while turmoil::elapsed() < ctx.end {
+                let k = rng.gen_range(0..me.keys);
+                let key = format!("reg-{k}");
+                counter += 1;
+                let value = (ctx.id as u64 + 1) * 1_000_000 + counter;
+                let op = match rng.gen_range(0..10) {
+                    0..=4 => RegisterOp::Read,
+                    5..=7 => RegisterOp::Write(value),
+                    _ => RegisterOp::Cas { expected: last_seen[k], new: value },
+                };
+                let (host, kv) = &mut clients[rng.gen_range(0..ctx.hosts.len())];
+                let id = ctx.history.invoke(ctx.id, &key, host, op, turmoil::elapsed());
+                let result = me.one(kv, &key, op).await;
+                match result {
+                    Ok(ret) => {
+                        match (op, ret) {
+                            (_, RegisterRet::ReadOk(v)) => last_seen[k] = v,
+                            (RegisterOp::Write(v), _) | (RegisterOp::Cas { new: v, .. }, RegisterRet::CasOk(true)) => {
+                                last_seen[k] = Some(v)
+                            }
+                            _ => {}
+                        }
+                        ctx.history.complete(id, Outcome::Ok(ret), turmoil::elapsed());
+                    }
+                    Err(outcome) => ctx.history.complete(id, outcome, turmoil::elapsed()),
+                }
+                tokio::time::sleep(me.think).await;
+            }
+            Ok(())
+        })
+    }
+}
