@@ -10,6 +10,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::ops::Range;
+use std::time::Duration;
 
 use stateright::semantics::{ConsistencyTester, LinearizabilityTester, SequentialSpec};
 
@@ -49,6 +51,68 @@ pub struct Violation {
     pub key: String,
     /// That key's history, one line per event, in real-time order.
     pub history: String,
+}
+
+/// Why a run's checks failed.
+#[derive(Debug, Clone)]
+pub struct CheckFailure {
+    /// What was violated.
+    pub reason: String,
+    /// The shortest history that shows it.
+    pub history: String,
+}
+
+/// Whether an error text (`Code: message`) is one Ledge does not document for these calls under
+/// faults. Expected: `Unavailable` (no leader, a node unreachable, a write level not reached),
+/// `DeadlineExceeded`, `Cancelled`, `Unknown` (a broken connection) and `NotFound` (a node that
+/// has not applied the keyspace's creation yet). Anything else is a bug.
+pub fn unexpected_error(text: &str) -> bool {
+    let code = text.trim_start_matches('"').split(':').next().unwrap_or_default();
+    !matches!(code, "Unavailable" | "DeadlineExceeded" | "Cancelled" | "Unknown" | "NotFound" | "client deadline")
+}
+
+/// The register checks for clients `clients`: only documented errors, every key's history is
+/// linearizable, and every client completed an operation invoked after `settled`.
+pub fn check_registers(events: &[Event], clients: Range<usize>, settled: Duration) -> Result<(), CheckFailure> {
+    for e in events {
+        if let Event::Complete { outcome: Outcome::Failed(text) | Outcome::Unknown(text), .. } = e {
+            if unexpected_error(text) {
+                return Err(CheckFailure {
+                    reason: format!("a call failed with an undocumented error: {text}"),
+                    history: String::new(),
+                });
+            }
+        }
+    }
+    if let Err(Violation { key, history }) = check_linearizable(events) {
+        return Err(CheckFailure { reason: format!("history of key {key:?} is not linearizable"), history });
+    }
+    check_liveness(events, clients, settled).map_err(|reason| CheckFailure { reason, history: String::new() })
+}
+
+/// After `since`, every client of `clients` must have completed an operation successfully.
+fn check_liveness(events: &[Event], clients: Range<usize>, since: Duration) -> Result<(), String> {
+    let mut client_of = BTreeMap::new();
+    let mut live = BTreeMap::new();
+    for e in events {
+        match e {
+            Event::Invoke { id, client, at, .. } => {
+                client_of.insert(*id, (*client, *at));
+            }
+            Event::Complete { id, outcome: Outcome::Ok(_), .. } => {
+                if let Some((client, at)) = client_of.get(id) {
+                    if *at >= since {
+                        live.insert(*client, true);
+                    }
+                }
+            }
+            Event::Complete { .. } => {}
+        }
+    }
+    match clients.into_iter().find(|c| !live.contains_key(c)) {
+        Some(c) => Err(format!("liveness: client {c} completed no operation after the heal (from {since:?})")),
+        None => Ok(()),
+    }
 }
 
 /// Checks every key's history for linearizability.

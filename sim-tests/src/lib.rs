@@ -26,15 +26,23 @@
 //! Users run their own workloads by implementing [`Workload`] (see `docs/simulation.md`).
 
 pub mod checker;
+pub mod clock;
+pub mod convergence;
+pub mod eventual;
 pub mod history;
 pub mod nemesis;
 pub mod net;
 pub mod run;
+pub mod seeds;
 pub mod workload;
 pub mod world;
 
+pub use checker::CheckFailure;
+pub use clock::Clocks;
+pub use eventual::EventualWorkload;
 pub use history::{Event, History, Outcome, RegisterOp, RegisterRet};
 pub use nemesis::{Nemesis, Schedule};
 pub use run::{run, seeds_from_env, Failure, Report};
-pub use workload::{ClientContext, ClientFuture, RegisterWorkload, Workload};
+pub use seeds::{run_seeds, threads_from_env, Summary};
+pub use workload::{ClientContext, ClientFuture, Mixed, Recorded, RegisterWorkload, Workload};
 pub use world::{World, WorldOptions};

@@ -2,8 +2,8 @@
 //!
 //! Each nemesis turns into timed actions on the simulation: network partitions (halves, leader
 //! isolation, a bridge node that sees both sides, one-way), crashes with later restarts, bounces,
-//! message loss and latency spikes on links, and a membership change (a spare node joining while
-//! faults are active). Every schedule ends in a heal phase that repairs every link, restores loss
+//! message loss and latency spikes on links, a membership change (a spare node joining while
+//! faults are active), and clock skew (a node's physical clock ahead or behind, then stepped back). Every schedule ends in a heal phase that repairs every link, restores loss
 //! and latency, and restarts every crashed node, after which liveness is checked.
 
 use std::fmt;
@@ -34,11 +34,13 @@ pub enum Nemesis {
     LatencySpike,
     /// A spare node joins the region while faults are active (membership change).
     MembershipChange,
+    /// A node's physical clock runs ahead or behind (up to 6 s either way), then jumps back.
+    ClockSkew,
 }
 
 impl Nemesis {
     /// Every nemesis.
-    pub const ALL: [Nemesis; 9] = [
+    pub const ALL: [Nemesis; 10] = [
         Nemesis::PartitionHalves,
         Nemesis::IsolateLeader,
         Nemesis::Bridge,
@@ -48,6 +50,7 @@ impl Nemesis {
         Nemesis::MessageLoss,
         Nemesis::LatencySpike,
         Nemesis::MembershipChange,
+        Nemesis::ClockSkew,
     ];
 }
 
@@ -72,6 +75,9 @@ pub enum Action {
     Latency(String, String, Duration),
     /// Start the region's spare node, which joins the running region.
     StartSpare(String),
+    /// Set a host's clock this many milliseconds ahead of true time (negative: behind; 0: back
+    /// to true time).
+    Skew(String, i64),
     /// Repair everything and restart every crashed host.
     HealAll,
 }
@@ -174,6 +180,12 @@ pub fn schedule(
                         steps.push(Step { at: start, action: Action::Latency(a, b, ms(rng, 50, 600)) });
                         steps.push(Step { at: stop, action: Action::HealAll });
                     }
+                }
+                Nemesis::ClockSkew => {
+                    let host = pick(rng);
+                    let skew = rng.gen_range(100..6_000) * if rng.gen_bool(0.5) { 1 } else { -1 };
+                    steps.push(Step { at: start, action: Action::Skew(host.clone(), skew) });
+                    steps.push(Step { at: stop, action: Action::Skew(host, 0) });
                 }
                 Nemesis::MembershipChange => {
                     if !steps.iter().any(|s| matches!(s.action, Action::StartSpare(_))) {

@@ -11,26 +11,36 @@ use std::time::Duration;
 
 use ledge_consensus::Dialer;
 use ledge_proto::v1 as pb;
+use ledge_proto::v1::admin_client::AdminClient;
 use ledge_proto::v1::kv_client::KvClient;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tonic::transport::Channel;
 use tonic::Code;
 
-use crate::history::{History, Outcome, RegisterOp, RegisterRet};
+use crate::checker::{self, CheckFailure};
+use crate::eventual::{EvLog, EventualRecorder};
+use crate::history::{Event, History, Outcome, RegisterOp, RegisterRet};
 use crate::net::{SimDialer, PORT};
 
 /// What a client of the simulation gets.
 #[derive(Clone)]
 pub struct ClientContext {
-    /// Client number.
+    /// Client number, unique in the run (the history records it).
     pub id: usize,
+    /// This client's number among its own workload's clients (0 for the first), which differs
+    /// from `id` when workloads are combined with [`Mixed`].
+    pub rank: usize,
     /// Seed for this client's choices.
     pub seed: u64,
     /// Hosts of the region this client works against (spare included).
     pub hosts: Vec<String>,
-    /// Where to record operations.
+    /// The region's bootstrap nodes (the first hosts of `hosts`; the spare may never start).
+    pub nodes: Vec<String>,
+    /// Where to record register operations.
     pub history: History,
+    /// Where to record eventual-keyspace operations and final states.
+    pub eventual: EventualRecorder,
     /// When the fault phase ends (everything is healed then).
     pub fault_end: Duration,
     /// When the run ends.
@@ -42,6 +52,24 @@ impl ClientContext {
     pub fn kv(&self, host: &str) -> Result<KvClient<Channel>, String> {
         Ok(KvClient::new(SimDialer::default().channel(&format!("{host}:{PORT}"))?))
     }
+
+    /// An Admin client for a node host, over simulated TCP.
+    pub fn admin(&self, host: &str) -> Result<AdminClient<Channel>, String> {
+        Ok(AdminClient::new(SimDialer::default().channel(&format!("{host}:{PORT}"))?))
+    }
+}
+
+/// What a run recorded, handed to [`Workload::check`] after it.
+#[derive(Clone, Copy)]
+pub struct Recorded<'a> {
+    /// The register history of every client.
+    pub history: &'a [Event],
+    /// The eventual operations and final states.
+    pub eventual: &'a EvLog,
+    /// Number of this workload's first client (nonzero inside [`Mixed`]).
+    pub first_client: usize,
+    /// When the heal has settled: liveness counts operations invoked after it.
+    pub settled: Duration,
 }
 
 /// A boxed client future.
@@ -53,6 +81,53 @@ pub trait Workload {
     fn clients(&self) -> usize;
     /// The future client `ctx.id` runs.
     fn client(&self, ctx: ClientContext) -> ClientFuture;
+    /// Checks what the run recorded. The default checks the register history: every key's
+    /// history is linearizable, and every client completed an operation after the heal.
+    fn check(&self, run: &Recorded<'_>) -> Result<(), CheckFailure> {
+        checker::check_registers(run.history, run.first_client..run.first_client + self.clients(), run.settled)
+    }
+}
+
+/// Several workloads in one world, each with its own clients and its own checks.
+pub struct Mixed(pub Vec<Box<dyn Workload + Send + Sync>>);
+
+impl Mixed {
+    /// The part client `id` belongs to, and the number of that part's first client.
+    fn part(&self, id: usize) -> Option<(&dyn Workload, usize)> {
+        let mut first = 0;
+        for w in &self.0 {
+            if id < first + w.clients() {
+                return Some((w.as_ref(), first));
+            }
+            first += w.clients();
+        }
+        None
+    }
+}
+
+impl Workload for Mixed {
+    fn clients(&self) -> usize {
+        self.0.iter().map(|w| w.clients()).sum()
+    }
+
+    fn client(&self, mut ctx: ClientContext) -> ClientFuture {
+        match self.part(ctx.id) {
+            Some((w, first)) => {
+                ctx.rank = ctx.id - first;
+                w.client(ctx)
+            }
+            None => Box::pin(async { Ok(()) }),
+        }
+    }
+
+    fn check(&self, run: &Recorded<'_>) -> Result<(), CheckFailure> {
+        let mut first = run.first_client;
+        for w in &self.0 {
+            w.check(&Recorded { first_client: first, ..*run })?;
+            first += w.clients();
+        }
+        Ok(())
+    }
 }
 
 /// Reads, writes and compare-and-sets on a few keys of the `default` keyspace.
@@ -82,7 +157,7 @@ fn refused(code: Code) -> bool {
     )
 }
 
-fn outcome_of_status(s: &tonic::Status) -> Outcome {
+pub(crate) fn outcome_of_status(s: &tonic::Status) -> Outcome {
     let text = format!("{:?}: {}", s.code(), s.message());
     // A status the server sent is final; a transport failure is final only when the connection
     // was never established (the request was never delivered).
@@ -98,7 +173,8 @@ fn outcome_of_status(s: &tonic::Status) -> Outcome {
     }
 }
 
-async fn call<T>(
+/// Runs one call with a client-side deadline and classifies its failure.
+pub(crate) async fn call<T>(
     deadline: Duration,
     fut: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 ) -> Result<T, Outcome> {
@@ -109,7 +185,8 @@ async fn call<T>(
     }
 }
 
-fn request<T>(msg: T, deadline: Duration) -> tonic::Request<T> {
+/// A request with a gRPC deadline.
+pub(crate) fn request<T>(msg: T, deadline: Duration) -> tonic::Request<T> {
     let mut r = tonic::Request::new(msg);
     r.set_timeout(deadline);
     r

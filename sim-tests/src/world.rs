@@ -11,6 +11,7 @@ use ledge_api::{Args, Config, Environment};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use crate::clock::Clocks;
 use crate::nemesis::{self, Action, Nemesis, Schedule};
 use crate::net::{self, SimDialer, PORT};
 
@@ -104,6 +105,11 @@ mod clap_args {
             "300".into(),
             "--log-keep".into(),
             "50".into(),
+            "--anti-entropy-ms".into(),
+            "500".into(),
+            // Below the clock-skew nemesis's largest skew, so refused remote clocks happen.
+            "--max-clock-drift-ms".into(),
+            "3000".into(),
         ];
         if expect > 0 {
             args.push("--bootstrap-expect".into());
@@ -123,6 +129,8 @@ pub struct World<'a> {
     pub schedule: Schedule,
     /// Current leaders, kept by the monitor.
     pub leaders: Leaders,
+    /// Every host's clock skew.
+    pub clocks: Clocks,
     spares: Arc<Mutex<BTreeSet<String>>>,
     crashed: BTreeSet<String>,
     next_step: usize,
@@ -145,6 +153,7 @@ impl<'a> World<'a> {
             .tcp_capacity(1 << 16)
             .build();
         let spares: Arc<Mutex<BTreeSet<String>>> = Arc::default();
+        let clocks = Clocks::default();
         let mut regions = Vec::new();
         for r in 0..opts.regions {
             let name = format!("r{}", r + 1);
@@ -171,10 +180,12 @@ impl<'a> World<'a> {
                 let unsafe_reads = opts.unsafe_local_reads;
                 let spares = spares.clone();
                 let host_name = host.clone();
+                let clock = clocks.clock(host);
                 sim.host(host.as_str(), move || {
                     let config = config.clone();
                     let spares = spares.clone();
                     let host_name = host_name.clone();
+                    let clock = clock.clone();
                     async move {
                         if is_spare {
                             // A spare waits until a membership-change nemesis starts it.
@@ -182,15 +193,35 @@ impl<'a> World<'a> {
                                 tokio::time::sleep(Duration::from_millis(50)).await;
                             }
                         }
-                        let listener = turmoil::net::TcpListener::bind(("0.0.0.0", PORT)).await?;
-                        let env = Environment {
-                            dialer: Arc::new(SimDialer::default()),
-                            new_node_id: Box::new(move || node_id),
-                            unsafe_local_reads: unsafe_reads,
-                        };
-                        ledge_api::serve(config, env, net::incoming(listener), std::future::pending())
-                            .await
-                            .map_err(|e| format!("{host_name}: {e:#}"))?;
+                        // After a crash, sled's own threads may still hold the data dir's
+                        // lock for a moment (turmoil stops the host's tasks, not OS threads):
+                        // like a supervisor restarting a process, try again shortly.
+                        let mut attempts = 0;
+                        loop {
+                            let listener = turmoil::net::TcpListener::bind(("0.0.0.0", PORT)).await?;
+                            let env = Environment {
+                                dialer: Arc::new(SimDialer::default()),
+                                new_node_id: Box::new(move || node_id),
+                                unsafe_local_reads: unsafe_reads,
+                            };
+                            let incoming = net::incoming(listener);
+                            let served = ledge_api::serve_with_clock(
+                                config.clone(),
+                                env,
+                                clock.clone(),
+                                incoming,
+                                std::future::pending(),
+                            )
+                            .await;
+                            match served {
+                                Ok(()) => break,
+                                Err(e) if attempts < 200 && format!("{e:#}").contains("could not acquire lock") => {
+                                    attempts += 1;
+                                    tokio::time::sleep(Duration::from_millis(20)).await;
+                                }
+                                Err(e) => return Err(format!("{host_name}: {e:#}").into()),
+                            }
+                        }
                         Ok(())
                     }
                 });
@@ -213,6 +244,7 @@ impl<'a> World<'a> {
             regions,
             schedule,
             leaders,
+            clocks,
             spares,
             crashed: BTreeSet::new(),
             next_step: 0,
@@ -299,6 +331,7 @@ impl<'a> World<'a> {
                 self.sim.set_link_latency(a.as_str(), b.as_str(), d);
                 self.links.push((a, b));
             }
+            Action::Skew(host, ms) => self.clocks.skew(&host, ms),
             Action::StartSpare(host) => {
                 if let Ok(mut s) = self.spares.lock() {
                     s.insert(host);
@@ -313,6 +346,7 @@ impl<'a> World<'a> {
                 for host in std::mem::take(&mut self.crashed) {
                     self.sim.bounce(host.as_str());
                 }
+                self.clocks.reset();
             }
         }
     }
