@@ -36,6 +36,9 @@ pub struct Environment {
     /// Test-only fault: serve linearizable reads from local state without confirming
     /// leadership. The simulation harness sets it to prove its checker catches stale reads.
     pub unsafe_local_reads: bool,
+    /// Test-only fault: every merge of peers' eventual states drops its first state. The
+    /// simulation harness sets it to prove its convergence checker catches lost repairs.
+    pub unsafe_drop_first_merge: bool,
 }
 
 impl Environment {
@@ -50,6 +53,7 @@ impl Environment {
                 }
             }),
             unsafe_local_reads: false,
+            unsafe_drop_first_merge: false,
         }
     }
 }
@@ -145,6 +149,7 @@ where
     let store = ledge_store::Eventual::open(node.db())?;
     let max_drift = Duration::from_millis(config.max_clock_drift_ms);
     let replica = Replica::open(store, node.state().clone(), id, clock, max_drift)?;
+    replica.set_unsafe_drop_first_merge(env.unsafe_drop_first_merge);
     let sync = SyncOptions {
         anti_entropy_interval: Duration::from_millis(config.anti_entropy_ms),
         call_timeout: Duration::from_millis(config.request_timeout_ms.min(3_000)),

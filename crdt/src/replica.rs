@@ -18,6 +18,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
@@ -87,6 +88,8 @@ struct Inner {
     members: RwLock<Vec<u64>>,
     /// The anti-entropy session this replica takes part in, if any.
     session: Mutex<Option<Session>>,
+    /// Test-only fault: see [`Replica::set_unsafe_drop_first_merge`].
+    drop_first_merge: AtomicBool,
 }
 
 /// An anti-entropy session a replica takes part in.
@@ -158,6 +161,7 @@ impl Replica {
                 marks: Mutex::new(marks),
                 members: RwLock::default(),
                 session: Mutex::default(),
+                drop_first_merge: AtomicBool::new(false),
             }),
         })
     }
@@ -311,9 +315,25 @@ impl Replica {
         }
     }
 
+    /// Test-only fault: when on, every merge of peers' states (pushes and anti-entropy alike)
+    /// silently drops its first state while reporting it merged. The simulation harness turns it
+    /// on to prove that its convergence checker catches a replica that loses repairs.
+    pub fn set_unsafe_drop_first_merge(&self, on: bool) {
+        self.inner.drop_first_merge.store(on, Ordering::SeqCst);
+    }
+
     /// Merges peers' states in one transaction (not yet durable: call [`Replica::flush`]). A
     /// state that cannot be decoded gets its error in its place; the others are merged.
     pub fn merge_many(&self, shipped: &[Shipped]) -> Result<Vec<Result<Merged, Error>>, Error> {
+        if let Some((_, rest)) = shipped.split_first().filter(|_| self.inner.drop_first_merge.load(Ordering::SeqCst)) {
+            let mut results = self.merge_all(rest)?;
+            results.insert(0, Ok(Merged::Unchanged));
+            return Ok(results);
+        }
+        self.merge_all(shipped)
+    }
+
+    fn merge_all(&self, shipped: &[Shipped]) -> Result<Vec<Result<Merged, Error>>, Error> {
         let decoded: Vec<Result<Entry, Error>> = shipped
             .iter()
             .map(|s| {

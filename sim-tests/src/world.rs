@@ -33,6 +33,10 @@ pub struct WorldOptions {
     pub nemeses: Option<Vec<Nemesis>>,
     /// Test-only fault in every node: linearizable reads served from local state.
     pub unsafe_local_reads: bool,
+    /// Test-only fault in every node: each merge of peers' eventual states drops its first one.
+    pub unsafe_drop_first_merge: bool,
+    /// Simulated time per step of the simulation (turmoil's tick).
+    pub tick: Duration,
 }
 
 impl WorldOptions {
@@ -46,8 +50,22 @@ impl WorldOptions {
             heal_phase: Duration::from_secs(6),
             nemeses: None,
             unsafe_local_reads: false,
+            unsafe_drop_first_merge: false,
+            tick: Duration::from_millis(2),
         }
     }
+}
+
+/// A temporary directory for the nodes' sled files: in `LEDGE_SIM_DATA` when set, else in
+/// `/dev/shm` where it exists (real files, without a disk's flush latency: a simulated crash
+/// loses a process, not the machine), else in the system's temporary directory.
+fn data_dir() -> std::io::Result<tempfile::TempDir> {
+    let base = match std::env::var_os("LEDGE_SIM_DATA") {
+        Some(dir) => std::path::PathBuf::from(dir),
+        None if std::path::Path::new("/dev/shm").is_dir() => "/dev/shm".into(),
+        None => std::env::temp_dir(),
+    };
+    tempfile::Builder::new().prefix("ledge-sim-").tempdir_in(base)
 }
 
 /// Hosts of one region.
@@ -96,7 +114,7 @@ mod clap_args {
             "--join".into(),
             seeds.into(),
             "--heartbeat-ms".into(),
-            "50".into(),
+            "100".into(),
             "--election-timeout-ms".into(),
             format!("{}-{}", election.0, election.1),
             "--request-timeout-ms".into(),
@@ -143,7 +161,7 @@ impl<'a> World<'a> {
     /// the monitor, and the schedule. Workload clients are added by the caller.
     pub fn build(opts: &WorldOptions) -> Result<World<'a>, String> {
         let mut rng = StdRng::seed_from_u64(opts.seed);
-        let data = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
+        let data = data_dir().map_err(|e| format!("temp dir: {e}"))?;
         let end = opts.fault_phase + opts.heal_phase;
         let mut sim = turmoil::Builder::new()
             .rng_seed(opts.seed)
@@ -151,6 +169,7 @@ impl<'a> World<'a> {
             .min_message_latency(Duration::from_millis(1))
             .max_message_latency(Duration::from_millis(5))
             .tcp_capacity(1 << 16)
+            .tick_duration(opts.tick)
             .build();
         let spares: Arc<Mutex<BTreeSet<String>>> = Arc::default();
         let clocks = Clocks::default();
@@ -178,6 +197,7 @@ impl<'a> World<'a> {
                     <Args as clap::Parser>::try_parse_from(args).map_err(|e| format!("node flags: {e}"))?,
                 )?;
                 let unsafe_reads = opts.unsafe_local_reads;
+                let drop_merges = opts.unsafe_drop_first_merge;
                 let spares = spares.clone();
                 let host_name = host.clone();
                 let clock = clocks.clock(host);
@@ -203,6 +223,7 @@ impl<'a> World<'a> {
                                 dialer: Arc::new(SimDialer::default()),
                                 new_node_id: Box::new(move || node_id),
                                 unsafe_local_reads: unsafe_reads,
+                                unsafe_drop_first_merge: drop_merges,
                             };
                             let incoming = net::incoming(listener);
                             let served = ledge_api::serve_with_clock(
@@ -377,7 +398,7 @@ fn spawn_monitor(sim: &mut turmoil::Sim<'_>, regions: &[RegionHosts], leaders: L
                     }
                 }
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
         }
         Ok(())
     });
