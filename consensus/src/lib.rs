@@ -21,7 +21,7 @@ mod service;
 
 pub use error::Error;
 pub use ledge_store::{Command, NodeId, Response, TypeConfig};
-pub use network::{Connection, Dialer, Network, TcpDialer, MAX_MESSAGE_BYTES};
+pub use network::{never_sent, Connection, Dialer, Network, TcpDialer, MAX_MESSAGE_BYTES};
 pub use node::{resolve_node_id, Node, NodeOptions, RaftTuning, Status};
 pub use peer::{MembershipChange, Peers};
 pub use service::{Freshness, RaftService};

@@ -194,3 +194,54 @@ impl RaftNetwork<TypeConfig> for Connection {
         self.call(Rpc::Vote, &rpc, &option).await
     }
 }
+
+/// Whether a failed call certainly never reached the server: the connection could not be
+/// established (refused, unreachable, connect timeout). tonic reports those as `Unavailable`,
+/// but it also reports some connections lost mid-call as `Unavailable`, after the request may
+/// have been delivered and acted on; only the error chain tells the two apart.
+pub fn never_sent(status: &tonic::Status) -> bool {
+    if status.code() != tonic::Code::Unavailable {
+        return false;
+    }
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            if matches!(io.kind(), ConnectionRefused | AddrNotAvailable | HostUnreachable | NetworkUnreachable) {
+                return true;
+            }
+        }
+        let text = e.to_string();
+        if ["tcp connect error", "error trying to connect", "connect timed out", "Connection refused"]
+            .iter()
+            .any(|t| text.contains(t))
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_refused_connection_was_never_sent() {
+        // A port that was free a moment ago: nothing listens there.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+        let channel = TcpDialer::default().channel(&format!("127.0.0.1:{port}")).expect("channel");
+        let msg = ledge_proto::v1::RaftMessage { target: 1, payload: Vec::new() };
+        let status = raft_client(channel).propose(msg).await.expect_err("nothing listens");
+        assert!(never_sent(&status), "{status:?}");
+    }
+
+    #[test]
+    fn other_failures_may_have_been_delivered() {
+        assert!(!never_sent(&tonic::Status::unavailable("leader lost")));
+        assert!(!never_sent(&tonic::Status::unknown("connection reset")));
+        let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        assert!(!never_sent(&tonic::Status::from_error(Box::new(reset))));
+    }
+}

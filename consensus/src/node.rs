@@ -369,7 +369,7 @@ impl Node {
         if let Err(e) = self.inner.raft.shutdown().await {
             tracing::warn!("raft shutdown: {e}");
         }
-        self.inner.db.flush_async().await.map_err(|e| Error::Store(e.into()))?;
+        ledge_store::flush(&self.inner.db).await.map_err(|e| Error::Store(e.into()))?;
         Ok(())
     }
 }

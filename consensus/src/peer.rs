@@ -95,8 +95,12 @@ impl Peers {
             Err(_) => {
                 return Err(Error::Indeterminate(format!("no reply from node {target} at {addr} within {timeout:?}")))
             }
-            // The peer could not be reached: the request was not delivered.
-            Ok(Err(s)) if s.code() == tonic::Code::Unavailable => {
+            // The peer could not be reached: the request was not delivered. (A connection lost
+            // mid-call is also `Unavailable` in tonic, but the request may have been applied.)
+            Ok(Err(s))
+                if crate::network::never_sent(&s)
+                    || (s.code() == tonic::Code::Unavailable && std::error::Error::source(&s).is_none()) =>
+            {
                 return Err(Error::Unavailable(format!("cannot reach node {target} at {addr}: {}", s.message())))
             }
             Ok(Err(s)) => return Err(Error::Indeterminate(format!("node {target} at {addr}: {s}"))),

@@ -161,11 +161,10 @@ pub(crate) fn outcome_of_status(s: &tonic::Status) -> Outcome {
     let text = format!("{:?}: {}", s.code(), s.message());
     // A status the server sent is final; a transport failure is final only when the connection
     // was never established (the request was never delivered).
+    // A status the server sent is final; a transport failure is final only when the request
+    // never left (the connection could not be established).
     let transport = std::error::Error::source(s).is_some();
-    // tonic reports a connection that could not be established as `Unavailable` with the
-    // transport error as its source; a connection lost mid-call comes back as another code.
-    let never_connected =
-        s.code() == Code::Unavailable || text.contains("tcp connect error") || text.contains("error trying to connect");
+    let never_connected = ledge_consensus::never_sent(s);
     if refused(s.code()) && (!transport || never_connected) {
         Outcome::Failed(text)
     } else {

@@ -28,6 +28,7 @@
 //! [`Log::append`]: openraft::storage::RaftLogStorage::append
 
 mod command;
+mod durable;
 mod error;
 pub mod eventual;
 pub mod keycode;
@@ -41,6 +42,7 @@ pub use command::{
     BatchOutcome, Change, Command, Condition, Event, KeyspaceDef, LogId, Mode, NodeId, Op, Response, Scope,
     SnapshotMeta, StorageError, StoredMembership, TypeConfig, Versioned, DEFAULT_KEYSPACE,
 };
+pub use durable::flush;
 pub use error::Error;
 pub use eventual::{Eventual, SpaceId};
 pub use log::Log;

@@ -42,7 +42,7 @@ async fn group_commit(db: sled::Db, mut pending: mpsc::UnboundedReceiver<LogFlus
             group.push(next);
         }
         let started = std::time::Instant::now();
-        let result = db.flush_async().await.map(|_| ()).map_err(|e| e.to_string());
+        let result = crate::flush(&db).await.map(|_| ()).map_err(|e| e.to_string());
         tracing::trace!(appends = group.len(), elapsed = ?started.elapsed(), "group commit");
         for done in group {
             done.log_io_completed(result.clone().map_err(std::io::Error::other));
@@ -152,7 +152,7 @@ impl RaftLogStorage<TypeConfig> for Log {
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
         let err = |e| io_err(ErrorSubject::Vote, ErrorVerb::Write, e);
         self.meta_put(VOTE, vote).map_err(err)?;
-        self.db.flush_async().await.map_err(|e| err(e.into()))?;
+        crate::flush(&self.db).await.map_err(|e| err(e.into()))?;
         Ok(())
     }
 
@@ -186,7 +186,7 @@ impl RaftLogStorage<TypeConfig> for Log {
             },
             None => callback,
         };
-        let flushed = self.db.flush_async().await.map(|_| ()).map_err(std::io::Error::other);
+        let flushed = crate::flush(&self.db).await.map(|_| ()).map_err(std::io::Error::other);
         callback.log_io_completed(flushed);
         Ok(())
     }

@@ -1,4 +1,4 @@
-//! Group commit for eventual writes: one `flush_async` for every write that asked for one while
+//! Group commit for eventual writes: one flush for every write that asked for one while
 //! the previous flush ran, and the change-log sequence that each flush made durable.
 //!
 //! A caller commits its transaction, then awaits [`Flusher::flush`]. The flusher task takes every
@@ -58,7 +58,7 @@ async fn run(
             group.push(next);
         }
         let covered = *committed.borrow();
-        let result = db.flush_async().await.map(drop).map_err(Error::from);
+        let result = crate::flush(&db).await.map(drop).map_err(Error::from);
         if result.is_ok() {
             durable.send_if_modified(|seq| {
                 let raised = covered > *seq;
