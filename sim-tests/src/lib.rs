@@ -14,9 +14,11 @@
 //!    [`History`]: invocation, then a result, a refusal (not applied), or an unknown fate.
 //! 3. The driver steps the simulation and plays the schedule: partitions, leader isolation,
 //!    bridges, one-way cuts, crashes and restarts, bounces, message loss, latency spikes, a node
-//!    joining mid-fault. At the end of the fault phase everything is healed.
-//! 4. [`checker::check_linearizable`] checks each key's history with stateright's linearizability
-//!    tester, and liveness requires every client to complete work after the heal.
+//!    joining mid-fault, skewed clocks. At the end of the fault phase everything is healed.
+//! 4. Each workload checks what it recorded ([`Workload::check`]): [`checker::check_linearizable`]
+//!    checks each strong key's history with stateright's linearizability tester,
+//!    [`convergence::check`] checks that eventual replicas agree and kept every acknowledged
+//!    operation, and liveness requires every client to complete work after the heal.
 //!
 //! A failure prints the seed (`LEDGE_SIM_SEED=<seed>` replays it), the schedule and the
 //! offending key's history. Determinism has one known limit: sled does its I/O on its own
