@@ -262,10 +262,7 @@ impl EventualWorkload {
     async fn final_reads(&self, ctx: &ClientContext) -> Result<(), String> {
         let until = ctx.end + self.converge_within;
         let keys = self.keys();
-        let mut clients = Vec::new();
-        for host in &ctx.hosts {
-            clients.push((host.clone(), ctx.kv(host)?));
-        }
+        let mut clients = ctx.kv_clients()?;
         ctx.eventual.with(|log| log.required = ctx.nodes.clone());
         loop {
             tokio::time::sleep(Duration::from_millis(250)).await;
@@ -342,10 +339,7 @@ impl Workload for EventualWorkload {
         Box::pin(async move {
             let mut rng = StdRng::seed_from_u64(ctx.seed);
             if me.create_keyspace(&ctx, &mut rng).await? {
-                let mut clients = Vec::new();
-                for host in &ctx.hosts {
-                    clients.push((host.clone(), ctx.kv(host)?));
-                }
+                let mut clients = ctx.kv_clients()?;
                 let mut state = ClientState { host: String::new(), counter: 0, added: BTreeMap::new() };
                 while turmoil::elapsed() < ctx.end {
                     // Eventual writes go to the bootstrap nodes; the spare may never start.

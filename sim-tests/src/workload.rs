@@ -53,6 +53,11 @@ impl ClientContext {
         Ok(KvClient::new(SimDialer::default().channel(&format!("{host}:{PORT}"))?))
     }
 
+    /// A KV client for every host of the region, with the host's name.
+    pub fn kv_clients(&self) -> Result<Vec<(String, KvClient<Channel>)>, String> {
+        self.hosts.iter().map(|host| Ok((host.clone(), self.kv(host)?))).collect()
+    }
+
     /// An Admin client for a node host, over simulated TCP.
     pub fn admin(&self, host: &str) -> Result<AdminClient<Channel>, String> {
         Ok(AdminClient::new(SimDialer::default().channel(&format!("{host}:{PORT}"))?))
@@ -248,10 +253,7 @@ impl Workload for RegisterWorkload {
         let me = self.clone();
         Box::pin(async move {
             let mut rng = StdRng::seed_from_u64(ctx.seed);
-            let mut clients = Vec::new();
-            for host in &ctx.hosts {
-                clients.push((host.clone(), ctx.kv(host)?));
-            }
+            let mut clients = ctx.kv_clients()?;
             let mut last_seen: Vec<Option<u64>> = vec![None; me.keys];
             let mut counter = 0u64;
             while turmoil::elapsed() < ctx.end {
