@@ -41,7 +41,14 @@ fn membership_error(e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -
 }
 
 impl Node {
-    /// Discovery: runs until this node belongs to an initialized group.
+    /// Discovery: finds or forms the region, and runs until this node is in a committed
+    /// (applied) membership.
+    ///
+    /// Receiving log entries is not enough: the leader that added this node as a learner may
+    /// lose leadership before the change commits, and the next leader's log does not have it.
+    /// Such a node would wait forever for a leader that never contacts it, so until this node
+    /// has applied a membership that names it, it keeps asking the leader its seeds know to add
+    /// it. A node that was a member once never asks again: `cluster remove` is final.
     pub(crate) async fn discover(self, seeds: Vec<String>, expect: usize) {
         let me =
             HelloRequest { node_id: self.id(), address: self.address().to_string(), region: self.region().to_string() };
@@ -50,14 +57,15 @@ impl Node {
             if self.is_stopping() {
                 return;
             }
-            match self.raft().is_initialized().await {
-                Ok(true) => {
-                    tracing::info!(node = self.id(), "part of an initialized region");
-                    return;
-                }
-                Ok(false) => {}
-                Err(_) => return,
+            let member = self.state().membership().is_ok_and(|m| m.membership().get_node(&self.id()).is_some());
+            if member {
+                tracing::info!(node = self.id(), "member of the region");
+                return;
             }
+            let initialized = match self.raft().is_initialized().await {
+                Ok(initialized) => initialized,
+                Err(_) => return,
+            };
             let replies = futures::future::join_all(
                 seeds.iter().map(|seed| self.peers().hello(seed, me.clone(), Duration::from_secs(1))),
             )
@@ -90,7 +98,7 @@ impl Node {
                     Ok(_) => tracing::info!(node = self.id(), leader = leader_id, "asked the leader to add this node"),
                     Err(e) => tracing::info!(node = self.id(), "join not accepted yet: {e}"),
                 }
-            } else if expect > 0 && uninitialized.len() >= expect {
+            } else if !initialized && expect > 0 && uninitialized.len() >= expect {
                 let chosen: BTreeMap<NodeId, BasicNode> =
                     uninitialized.into_iter().take(expect).map(|(id, addr)| (id, BasicNode::new(addr))).collect();
                 if chosen.keys().next() == Some(&self.id()) {

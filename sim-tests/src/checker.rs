@@ -87,11 +87,29 @@ pub fn check_registers(events: &[Event], clients: Range<usize>, settled: Duratio
     if let Err(Violation { key, history }) = check_linearizable(events) {
         return Err(CheckFailure { reason: format!("history of key {key:?} is not linearizable"), history });
     }
-    check_liveness(events, clients, settled).map_err(|reason| CheckFailure { reason, history: String::new() })
+    check_liveness(events, clients.clone(), settled).map_err(|(client, reason)| {
+        // The stuck client's calls from a while before the deadline on, to show what it got.
+        let mut ops = BTreeMap::new();
+        let mut recent = Vec::new();
+        for e in events {
+            if let Event::Invoke { id, client: c, key, node, op, at } = e {
+                ops.insert(*id, (*c, key.clone(), node.clone(), *op));
+                if *c == client && *at + Duration::from_secs(4) >= settled {
+                    recent.push(e.clone());
+                }
+            } else if let Event::Complete { id, .. } = e {
+                if recent.iter().any(|r| matches!(r, Event::Invoke { id: i, .. } if i == id)) {
+                    recent.push(e.clone());
+                }
+            }
+        }
+        CheckFailure { reason, history: render(&recent, &ops) }
+    })
 }
 
-/// After `since`, every client of `clients` must have completed an operation successfully.
-fn check_liveness(events: &[Event], clients: Range<usize>, since: Duration) -> Result<(), String> {
+/// After `since`, every client of `clients` must have completed an operation successfully; the
+/// error names the first that did not.
+fn check_liveness(events: &[Event], clients: Range<usize>, since: Duration) -> Result<(), (usize, String)> {
     let mut client_of = BTreeMap::new();
     let mut live = BTreeMap::new();
     for e in events {
@@ -110,7 +128,7 @@ fn check_liveness(events: &[Event], clients: Range<usize>, since: Duration) -> R
         }
     }
     match clients.into_iter().find(|c| !live.contains_key(c)) {
-        Some(c) => Err(format!("liveness: client {c} completed no operation after the heal (from {since:?})")),
+        Some(c) => Err((c, format!("liveness: client {c} completed no operation after the heal (from {since:?})"))),
         None => Ok(()),
     }
 }
