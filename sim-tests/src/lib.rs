@@ -21,9 +21,11 @@
 //!    operation, and liveness requires every client to complete work after the heal.
 //!
 //! A failure prints the seed (`LEDGE_SIM_SEED=<seed>` replays it), the schedule and the
-//! offending key's history. Determinism has one known limit: sled does its I/O on its own
-//! threads, so a replay follows the same schedule and choices but can interleave disk completions
-//! differently; a violation found by a seed usually, not always, reproduces with it.
+//! offending key's history. A seed replays exactly: the same history, operation for operation, at
+//! the same simulated times ([`Report::digest`] fingerprints it). That takes every source of
+//! nondeterminism in the simulator's hands: turmoil seeds each host's tokio runtime (the workspace
+//! builds with `--cfg tokio_unstable` for that), sled flushes run on the simulation's thread
+//! ([`ledge_store::set_inline_flush`]), and clocks and randomness come from the seed.
 //!
 //! Users run their own workloads by implementing [`Workload`] (see `docs/simulation.md`).
 

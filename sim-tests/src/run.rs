@@ -27,6 +27,10 @@ pub struct Report {
     pub failed: usize,
     /// Operations whose fate is unknown.
     pub unknown: usize,
+    /// A fingerprint of everything the clients recorded (every operation with its node, result
+    /// and simulated times, and every final read): two runs of one seed that print the same
+    /// digest saw the same history.
+    pub digest: u64,
 }
 
 /// Why a run failed, with everything needed to replay and understand it.
@@ -107,7 +111,33 @@ pub fn run(opts: &WorldOptions, workload: &dyn Workload) -> Result<Report, Box<F
             EvOutcome::Unknown(_) => unknown += 1,
         }
     }
-    Ok(Report { seed: opts.seed, schedule, ok, failed, unknown })
+    let digest = fnv1a(format!("{events:?}{eventual:?}").as_bytes());
+    if let Some(path) = std::env::var_os("LEDGE_SIM_HISTORY") {
+        write_history(&path, &events, &eventual);
+    }
+    Ok(Report { seed: opts.seed, schedule, ok, failed, unknown, digest })
+}
+
+/// Writes every event of a run, one per line, to `path` (`LEDGE_SIM_HISTORY=FILE`): two replays
+/// that print different digests can be compared with `diff`.
+fn write_history(path: &std::ffi::OsStr, events: &[Event], eventual: &crate::eventual::EvLog) {
+    use std::fmt::Write as _;
+    let mut text = String::new();
+    for e in events {
+        let _ = writeln!(text, "{e:?}");
+    }
+    for r in &eventual.records {
+        let _ = writeln!(text, "{r:?}");
+    }
+    let _ = writeln!(text, "final values: {:?}", eventual.finals);
+    if let Err(e) = std::fs::write(path, text) {
+        eprintln!("cannot write the history to {}: {e}", path.to_string_lossy());
+    }
+}
+
+/// 64-bit FNV-1a: a hash that is the same in every process and on every build.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 /// The seeds a test run covers: `LEDGE_SIM_SEED=S` replays one; otherwise `LEDGE_SIM_SEEDS=N`

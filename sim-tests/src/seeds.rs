@@ -219,8 +219,11 @@ fn run_here<W: Workload>(seeds: &[u64], options: &dyn Fn(u64) -> WorldOptions, w
         let took = seed_started.elapsed().as_secs_f64();
         match result {
             Ok(report) => {
-                if progress {
-                    eprintln!("seed {seed} ok in {took:.1}s: {} operations, {:?}", report.ok, report.schedule.nemeses);
+                if progress || seeds.len() == 1 {
+                    eprintln!(
+                        "seed {seed} ok in {took:.1}s: {} operations, {:?}, history {:016x}",
+                        report.ok, report.schedule.nemeses, report.digest
+                    );
                 }
                 summary.ok += report.ok;
                 summary.failed += report.failed;

@@ -1,5 +1,18 @@
 //! Flushing sled to disk from async code.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static INLINE: AtomicBool = AtomicBool::new(false);
+
+/// Makes every [`flush`] in this process run on the calling thread, blocking it until the data is
+/// on disk. For a deterministic simulation only: there every node shares one thread and a
+/// simulated clock, and a flush on another thread finishes after a real-time delay that the
+/// simulated clock turns into a different interleaving on every run. Blocking that thread
+/// instead makes a flush take no simulated time. Never in a server: it stalls the runtime.
+pub fn set_inline_flush(inline: bool) {
+    INLINE.store(inline, Ordering::Relaxed);
+}
+
 /// Makes every write to `db` so far durable, without tying up sled's own I/O threads.
 ///
 /// sled's `flush_async` runs the blocking flush on sled's I/O thread pool, the same pool that
@@ -7,7 +20,12 @@
 /// jobs are queued. Seven flushes waiting at once (several databases in one process, as in the
 /// simulation harness) leave no thread to write their buffers, and every one of them waits
 /// forever. Flushing on tokio's blocking pool keeps sled's threads free for the writes.
+///
+/// With [`set_inline_flush`] on, the flush runs on the calling thread instead.
 pub async fn flush(db: &sled::Db) -> sled::Result<usize> {
+    if INLINE.load(Ordering::Relaxed) {
+        return db.flush();
+    }
     match tokio::runtime::Handle::try_current() {
         Ok(rt) => {
             let db = db.clone();

@@ -42,7 +42,7 @@ pub use command::{
     BatchOutcome, Change, Command, Condition, Event, KeyspaceDef, LogId, Mode, NodeId, Op, Response, Scope,
     SnapshotMeta, StorageError, StoredMembership, TypeConfig, Versioned, DEFAULT_KEYSPACE,
 };
-pub use durable::flush;
+pub use durable::{flush, set_inline_flush};
 pub use error::Error;
 pub use eventual::{Eventual, SpaceId};
 pub use log::Log;
