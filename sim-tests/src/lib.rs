@@ -50,3 +50,12 @@ pub use run::{run, seeds_from_env, Failure, Report};
 pub use seeds::{run_seeds, threads_from_env, Summary};
 pub use workload::{ClientContext, ClientFuture, Mixed, Recorded, RegisterWorkload, Workload};
 pub use world::{World, WorldOptions};
+
+/// Whether this build lets turmoil seed each host's tokio runtime: tokio built with
+/// `--cfg tokio_unstable`, which the workspace's `.cargo/config.toml` sets and a `RUSTFLAGS`
+/// variable replaces. Without it a seed still plays the same faults and choices, but two runs of
+/// it can record different histories.
+#[allow(unexpected_cfgs)]
+pub fn exact_replay() -> bool {
+    cfg!(tokio_unstable)
+}

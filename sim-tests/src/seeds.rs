@@ -133,6 +133,11 @@ where
     F: Fn() -> W,
 {
     let started = Instant::now();
+    if !crate::exact_replay() && seeds.len() == 1 && worker_slot().is_none() {
+        eprintln!(
+            "built without --cfg tokio_unstable (is RUSTFLAGS set?): this replay can differ from the run it repeats"
+        );
+    }
     let workers = threads_from_env().min(seeds.len().max(1));
     if let Some((k, n)) = worker_slot() {
         let mine: Vec<u64> = seeds.iter().copied().skip(k).step_by(n).collect();

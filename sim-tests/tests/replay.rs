@@ -1,7 +1,7 @@
 //! A seed replays exactly: two runs of one seed record the same history, operation for operation,
 //! with the same results at the same simulated times.
 
-use ledge_sim_tests::{run, EventualWorkload, Mixed, Nemesis, RegisterWorkload, WorldOptions};
+use ledge_sim_tests::{exact_replay, run, EventualWorkload, Mixed, Nemesis, RegisterWorkload, WorldOptions};
 
 fn digest(opts: &WorldOptions) -> u64 {
     let workload = Mixed(vec![Box::new(RegisterWorkload::default()), Box::new(EventualWorkload::default())]);
@@ -13,6 +13,11 @@ fn digest(opts: &WorldOptions) -> u64 {
 
 #[test]
 fn a_seed_replays_the_same_history() {
+    assert!(
+        exact_replay(),
+        "built without --cfg tokio_unstable (a RUSTFLAGS variable replaces the one in .cargo/config.toml): \
+         add `--cfg tokio_unstable` to RUSTFLAGS for exact replays"
+    );
     // Crashes and bounces (sled files reopened), a join mid-fault and skewed clocks: the faults
     // with the most for real threads and real files to get out of step.
     let mut opts = WorldOptions::new(353);
