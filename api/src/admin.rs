@@ -82,7 +82,7 @@ impl Admin for AdminService {
             return Err(Status::invalid_argument("scope global is for eventual keyspaces only"));
         }
         let cmd = Command::CreateKeyspace { name, mode, scope, if_not_exists: req.if_not_exists };
-        match self.node.write_until(cmd, deadline).await.map_err(convert::status)? {
+        match self.node.write_until(ledge_store::Request::new(cmd), deadline).await.map_err(convert::status)? {
             (revision, ledge_store::Response::Keyspace(def)) => {
                 Ok(Response::new(pb::CreateKeyspaceResponse { keyspace: Some(convert::keyspace(def)), revision }))
             }
@@ -119,8 +119,11 @@ impl Admin for AdminService {
             return Err(Status::invalid_argument("keyspace name is empty"));
         }
         let name = limits::keyspace_name(&req.name)?.to_string();
-        let (revision, _) =
-            self.node.write_until(Command::DropKeyspace { name }, deadline).await.map_err(convert::status)?;
+        let (revision, _) = self
+            .node
+            .write_until(ledge_store::Request::new(Command::DropKeyspace { name }), deadline)
+            .await
+            .map_err(convert::status)?;
         Ok(Response::new(pb::DropKeyspaceResponse { revision }))
     }
 

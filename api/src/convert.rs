@@ -23,6 +23,8 @@ pub fn store_status(e: store::Error) -> Status {
         store::Error::NotFound(m) => Status::not_found(m),
         store::Error::InvalidInput(m) => Status::invalid_argument(m),
         store::Error::AlreadyExists(m) => Status::already_exists(m),
+        // A retry too old to deduplicate: whether the first attempt was applied is unknown.
+        store::Error::Expired(m) => Status::deadline_exceeded(m),
         e @ (store::Error::Io(_) | store::Error::Corrupt(_)) => Status::internal(e.to_string()),
     }
 }
@@ -47,7 +49,18 @@ pub fn status(e: ConsensusError) -> Status {
         ConsensusError::Indeterminate(m) => Status::deadline_exceeded(m),
         ConsensusError::Rejected(e) | ConsensusError::Store(e) => store_status(e),
         ConsensusError::InvalidInput(m) => Status::invalid_argument(m),
+        ConsensusError::Busy(m) => Status::resource_exhausted(m),
         ConsensusError::Fatal(m) => Status::unavailable(format!("node is stopping: {m}")),
+    }
+}
+
+/// The deduplication id of a write, if the client sent one.
+pub fn request_id(id: Option<pb::RequestId>) -> Result<Option<store::RequestId>, Status> {
+    match id {
+        None => Ok(None),
+        Some(pb::RequestId { client_id: 0, .. }) => Err(Status::invalid_argument("request_id.client_id must not be 0")),
+        Some(pb::RequestId { sequence: 0, .. }) => Err(Status::invalid_argument("request_id.sequence must not be 0")),
+        Some(pb::RequestId { client_id, sequence }) => Ok(Some(store::RequestId { client: client_id, seq: sequence })),
     }
 }
 

@@ -97,13 +97,28 @@ impl KvService {
         keyspace: &str,
         conditions: Vec<ledge_store::Condition>,
         ops: Vec<Op>,
+        id: Option<pb::RequestId>,
         deadline: Instant,
     ) -> Result<BatchOutcome, Status> {
-        let cmd = Command::Batch { keyspace: keyspace.to_string(), conditions, ops };
-        match self.node.write_until(cmd, deadline).await.map_err(convert::status)? {
+        let command = Command::Batch { keyspace: keyspace.to_string(), conditions, ops };
+        let request = ledge_store::Request { id: convert::request_id(id)?, command };
+        match self.node.write_until(request, deadline).await.map_err(convert::status)? {
             (_, ledge_store::Response::Batch(outcome)) => Ok(outcome),
             (rev, other) => Err(Status::internal(format!("unexpected result at revision {rev}: {other:?}"))),
         }
+    }
+
+    /// The reply to a strong write; a follower (which forwarded the write) names the leader in
+    /// the `ledge-leader-addr` metadata so the client sends its next writes there.
+    fn answered<T>(&self, reply: T) -> Response<T> {
+        let mut response = Response::new(reply);
+        if let Some((id, addr)) = self.node.leader().filter(|(id, _)| *id != self.node.id()) {
+            response.metadata_mut().insert(convert::LEADER_ID, id.into());
+            if let Ok(addr) = addr.parse() {
+                response.metadata_mut().insert(convert::LEADER_ADDR, addr);
+            }
+        }
+        response
     }
 
     fn check_write_level(level: i32) -> Result<(), Status> {
@@ -166,8 +181,10 @@ impl Kv for KvService {
             return Ok(Response::new(self.eventual_put(&def, req, deadline).await?));
         }
         Self::check_write_level(req.level)?;
-        let outcome = self.batch_command(&def.name, Vec::new(), vec![Op::Put(req.key, req.value)], deadline).await?;
-        Ok(Response::new(pb::PutResponse { revision: outcome.revision, hlc: None }))
+        let outcome = self
+            .batch_command(&def.name, Vec::new(), vec![Op::Put(req.key, req.value)], req.request_id, deadline)
+            .await?;
+        Ok(self.answered(pb::PutResponse { revision: outcome.revision, hlc: None }))
     }
 
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
@@ -192,8 +209,9 @@ impl Kv for KvService {
             return Ok(Response::new(self.eventual_delete(&def, req, deadline).await?));
         }
         Self::check_write_level(req.level)?;
-        let outcome = self.batch_command(&def.name, Vec::new(), vec![Op::Delete(req.key)], deadline).await?;
-        Ok(Response::new(pb::DeleteResponse { revision: outcome.revision, deleted: outcome.deleted > 0, hlc: None }))
+        let outcome =
+            self.batch_command(&def.name, Vec::new(), vec![Op::Delete(req.key)], req.request_id, deadline).await?;
+        Ok(self.answered(pb::DeleteResponse { revision: outcome.revision, deleted: outcome.deleted > 0, hlc: None }))
     }
 
     async fn scan(&self, req: Request<pb::ScanRequest>) -> Result<Response<pb::ScanResponse>, Status> {
@@ -245,8 +263,8 @@ impl Kv for KvService {
             }
             ops.push(op);
         }
-        let outcome = self.batch_command(&def.name, conditions, ops, deadline).await?;
-        Ok(Response::new(pb::BatchResponse {
+        let outcome = self.batch_command(&def.name, conditions, ops, req.request_id, deadline).await?;
+        Ok(self.answered(pb::BatchResponse {
             succeeded: outcome.succeeded,
             revision: outcome.revision,
             failed_conditions: outcome.failed_conditions,

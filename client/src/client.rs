@@ -92,7 +92,7 @@ impl ClientBuilder {
         let endpoints = self.endpoints.iter().map(|e| normalize_endpoint(e)).collect::<Result<Vec<_>>>()?;
         let router =
             Router::new(endpoints, self.options.timeout, self.options.connect_timeout, self.options.max_reply_bytes)?;
-        Ok(Client { router: Arc::new(router) })
+        Ok(Client { router: Arc::new(router), writes: Arc::new(WriteIds::new()) })
     }
 }
 
@@ -101,6 +101,32 @@ impl ClientBuilder {
 #[derive(Clone)]
 pub struct Client {
     router: Arc<Router>,
+    writes: Arc<WriteIds>,
+}
+
+/// Request ids for writes: a random client id, chosen once per client (clones share it), and a
+/// sequence number per write. A retry of a write reuses its id, so the region applies it at most
+/// once (see `ledge.v1.RequestId`).
+struct WriteIds {
+    client: u64,
+    next: std::sync::atomic::AtomicU64,
+}
+
+impl WriteIds {
+    fn new() -> Self {
+        let client = loop {
+            let id = rand::random::<u64>();
+            if id != 0 {
+                break id;
+            }
+        };
+        Self { client, next: std::sync::atomic::AtomicU64::new(1) }
+    }
+
+    fn next(&self) -> Option<pb::RequestId> {
+        let sequence = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Some(pb::RequestId { client_id: self.client, sequence })
+    }
 }
 
 impl std::fmt::Debug for Client {
@@ -158,10 +184,16 @@ impl Client {
         value: Vec<u8>,
         level: Option<WriteLevel>,
     ) -> Result<PutResult> {
-        let request = pb::PutRequest { keyspace: keyspace.to_owned(), key, value, level: convert::write_level(level) };
+        let request = pb::PutRequest {
+            keyspace: keyspace.to_owned(),
+            key,
+            value,
+            level: convert::write_level(level),
+            request_id: self.writes.next(),
+        };
         let reply = self
             .router
-            .call(Kind::Write, request, |channel, request| {
+            .call(Kind::IdempotentWrite, request, |channel, request| {
                 let mut kv = self.kv(channel);
                 async move { kv.put(request).await }
             })
@@ -202,10 +234,15 @@ impl Client {
     }
 
     async fn delete_at(&self, keyspace: &str, key: Vec<u8>, level: Option<WriteLevel>) -> Result<DeleteResult> {
-        let request = pb::DeleteRequest { keyspace: keyspace.to_owned(), key, level: convert::write_level(level) };
+        let request = pb::DeleteRequest {
+            keyspace: keyspace.to_owned(),
+            key,
+            level: convert::write_level(level),
+            request_id: self.writes.next(),
+        };
         let reply = self
             .router
-            .call(Kind::Write, request, |channel, request| {
+            .call(Kind::IdempotentWrite, request, |channel, request| {
                 let mut kv = self.kv(channel);
                 async move { kv.delete(request).await }
             })
@@ -362,10 +399,11 @@ impl Client {
             keyspace: keyspace.to_owned(),
             conditions: conditions.into_iter().map(convert::condition).collect(),
             ops: ops.into_iter().map(convert::op).collect(),
+            request_id: self.writes.next(),
         };
         let reply = self
             .router
-            .call(Kind::Write, request, |channel, request| {
+            .call(Kind::IdempotentWrite, request, |channel, request| {
                 let mut kv = self.kv(channel);
                 async move { kv.batch(request).await }
             })

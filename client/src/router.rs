@@ -11,10 +11,15 @@
 //!    leader and could not forward) and did not apply it. If the server named a leader address
 //!    in the `ledge-leader-addr` metadata, the router adds that address to its set if new and
 //!    retries there, once per address per call. Otherwise it moves to the next endpoint.
-//! 4. A transport failure (connection refused, reset) is retried on the next endpoint too, but
-//!    only for reads: a write whose connection broke mid-flight may have been applied, so it is
-//!    returned to the caller. A failure to connect surfaces as `Unavailable` (it was never
-//!    delivered) and is retried for writes as well.
+//! 4. A transport failure (connection refused, reset) is retried on the next endpoint too for
+//!    reads and for writes that carry a request id (the server applies such a write at most once
+//!    and answers a retry with the first result). A write without an id whose connection broke
+//!    mid-flight may have been applied, so it is returned to the caller. A failure to connect
+//!    surfaces as `Unavailable` (it was never delivered) and is retried for every write.
+//!
+//! A successful write answered by a follower (which forwarded it) names the leader in the
+//! `ledge-leader-addr` metadata: the router adds that address and prefers it from then on, so
+//! writes go straight to the leader.
 //! 5. After every endpoint has failed once, the router backs off (25 ms, doubling to 500 ms)
 //!    before the next round, until the deadline; it then returns the last error. An attempt cut
 //!    off by the deadline returns [`Error::Timeout`] instead, since its outcome is unknown.
@@ -58,6 +63,9 @@ pub(crate) enum Kind {
     Read,
     /// A write: resent only when it was certainly not applied (`Unavailable`).
     Write,
+    /// A write with a request id: the server applies it at most once, so it is resent after a
+    /// transport failure too.
+    IdempotentWrite,
 }
 
 /// Turns a user-supplied endpoint (`host:port`, or a URI) into the URI the router dials:
@@ -97,7 +105,7 @@ enum Decision {
 fn decide(kind: Kind, code: Code, transport: bool) -> Decision {
     match code {
         Code::Unavailable => Decision::Retry,
-        _ if transport && kind == Kind::Read => Decision::Retry,
+        _ if transport && matches!(kind, Kind::Read | Kind::IdempotentWrite) => Decision::Retry,
         _ => Decision::Fail,
     }
 }
@@ -267,7 +275,7 @@ impl Router {
             }
             let status = match tokio::time::timeout(remaining, rpc(channel, request)).await {
                 Ok(Ok(response)) => {
-                    self.prefer(index);
+                    self.prefer(self.leader_of(&response, &uri).unwrap_or(index));
                     return Ok(response.into_inner());
                 }
                 Ok(Err(status)) => status,
@@ -311,6 +319,13 @@ impl Router {
             }
             index = (index + 1) % known;
         }
+    }
+
+    /// The index of the leader a follower named in a successful reply, added if new.
+    fn leader_of<T>(&self, response: &Response<T>, uri: &str) -> Option<usize> {
+        let address = response.metadata().get(crate::LEADER_ADDR_METADATA)?.to_str().ok()?;
+        let leader = normalize_endpoint(address).ok().filter(|leader| leader != uri)?;
+        self.add(leader).ok()
     }
 
     fn timed_out(&self, last_error: Option<&Error>) -> Error {

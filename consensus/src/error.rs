@@ -26,6 +26,9 @@ pub enum Error {
     /// The local store failed.
     #[error("{0}")]
     Store(store::Error),
+    /// Too many requests are waiting; nothing was proposed. Retry later.
+    #[error("{0}")]
+    Busy(String),
     /// The request is malformed.
     #[error("{0}")]
     InvalidInput(String),

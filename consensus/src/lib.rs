@@ -11,6 +11,7 @@
 //! The openraft type configuration ([`TypeConfig`]) is defined next to the storage that
 //! implements it, in `ledge-store`, and re-exported here.
 
+mod batcher;
 mod error;
 mod membership;
 mod network;
@@ -19,8 +20,9 @@ mod peer;
 mod request;
 mod service;
 
+pub use batcher::{MAX_COMMANDS, MAX_IN_FLIGHT, MAX_PROPOSAL_BYTES, MAX_QUEUED};
 pub use error::Error;
-pub use ledge_store::{Command, NodeId, Response, TypeConfig};
+pub use ledge_store::{Command, NodeId, Request, RequestId, Response, TypeConfig};
 pub use network::{never_sent, Connection, Dialer, Network, TcpDialer, MAX_MESSAGE_BYTES};
 pub use node::{resolve_node_id, Node, NodeOptions, RaftTuning, Status};
 pub use peer::{MembershipChange, Peers};

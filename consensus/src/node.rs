@@ -13,6 +13,7 @@ use openraft::{BasicNode, Raft, RaftMetrics, ServerState, SnapshotPolicy};
 
 use ledge_store::{self as store, Log, NodeId, StateMachine, TypeConfig};
 
+use crate::batcher::Batcher;
 use crate::network::{Dialer, Network};
 use crate::peer::Peers;
 use crate::service::{Freshness, RaftService};
@@ -130,6 +131,7 @@ struct Inner {
     db: sled::Db,
     request_timeout: Duration,
     freshness: Freshness,
+    batcher: Batcher,
 }
 
 /// A snapshot of what a node knows about itself and its region.
@@ -149,7 +151,8 @@ pub struct Status {
     pub last_log_index: u64,
     /// Applied revision.
     pub applied: u64,
-    /// Members: id, address, role, last applied (as known to the leader; else only self).
+    /// Members: id, address, role, last applied log index (as known to the leader; else only
+    /// self).
     pub members: Vec<(NodeId, String, &'static str, Option<u64>)>,
     /// Last index covered by the latest snapshot.
     pub snapshot_index: u64,
@@ -198,12 +201,13 @@ impl Node {
                 stopping: AtomicBool::new(false),
                 quorum_timeout: opts.raft.election_max * 2,
                 unsafe_local_reads: opts.unsafe_local_reads,
-                raft,
                 sm,
                 log,
                 db,
                 request_timeout: opts.request_timeout,
                 freshness: Freshness::default(),
+                batcher: Batcher::start(raft.clone()),
+                raft,
             }),
         };
         let others: Vec<String> = opts.seeds.iter().filter(|s| **s != opts.advertise).cloned().collect();
@@ -272,6 +276,10 @@ impl Node {
         &self.inner.membership_lock
     }
 
+    pub(crate) fn batcher(&self) -> &Batcher {
+        &self.inner.batcher
+    }
+
     pub(crate) fn freshness(&self) -> &Freshness {
         &self.inner.freshness
     }
@@ -338,7 +346,7 @@ impl Node {
                 "learner"
             };
             let applied = if *id == self.inner.id {
-                Some(self.inner.sm.applied_revision())
+                Some(self.inner.sm.applied_index())
             } else {
                 m.replication.as_ref().and_then(|r| r.get(id)).and_then(|l| l.as_ref()).map(|l| l.index)
             };

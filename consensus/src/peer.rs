@@ -16,7 +16,7 @@ use tonic::transport::Channel;
 
 use ledge_proto::v1::raft_client::RaftClient;
 use ledge_proto::v1::{HelloRequest, HelloResponse, RaftMessage};
-use ledge_store::{Command, NodeId, Response};
+use ledge_store::{NodeId, Request, Response};
 
 use crate::network::{raft_client, Dialer};
 use crate::Error;
@@ -111,15 +111,15 @@ impl Peers {
         result
     }
 
-    /// Asks the leader to propose `cmd`; returns the revision and result.
+    /// Asks the leader to propose `request`; returns the revision and result.
     pub async fn propose(
         &self,
         addr: &str,
         leader: NodeId,
-        cmd: &Command,
+        request: &Request,
         timeout: Duration,
     ) -> Result<(u64, Response), Error> {
-        self.call(Call::Propose, addr, leader, cmd, timeout).await
+        self.call(Call::Propose, addr, leader, request, timeout).await
     }
 
     /// Asks the leader for a read index: the revision a linearizable read must wait for.

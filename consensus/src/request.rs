@@ -11,11 +11,13 @@
 
 use std::time::Duration;
 
-use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
+use openraft::error::{CheckIsLeaderError, ForwardToLeader, RaftError};
 use openraft::{BasicNode, ServerState};
 use tokio::time::Instant;
 
-use ledge_store::{Command, NodeId, Response};
+use ledge_store::{Command, NodeId, Proposal, Request, Response};
+
+use crate::batcher::write_error;
 
 use crate::{Error, Node};
 
@@ -42,8 +44,9 @@ impl Node {
     /// A leader that has not heard from a quorum for a while is likely on the minority side of a
     /// partition: refuse before proposing, so the refusal is clean rather than a timeout.
     fn check_quorum(&self) -> Result<(), Error> {
-        let m = self.raft().metrics().borrow().clone();
-        if m.state != ServerState::Leader || m.membership_config.membership().voter_ids().count() <= 1 {
+        let metrics = self.raft().metrics();
+        let m = metrics.borrow();
+        if m.state != ServerState::Leader || m.membership_config.membership().voter_ids().nth(1).is_none() {
             return Ok(());
         }
         match m.millis_since_quorum_ack {
@@ -58,15 +61,17 @@ impl Node {
     /// Proposes `cmd` through the leader, wherever it is, and waits until it is applied, within
     /// the node's request timeout. Returns the revision it was applied at and its result.
     pub async fn write(&self, cmd: Command) -> Result<(u64, Response), Error> {
-        self.write_until(cmd, Instant::now() + self.request_timeout()).await
+        self.write_until(Request::new(cmd), Instant::now() + self.request_timeout()).await
     }
 
-    /// [`Node::write`] with an explicit deadline.
-    pub async fn write_until(&self, cmd: Command, deadline: Instant) -> Result<(u64, Response), Error> {
+    /// Proposes `request` through the leader, wherever it is, and waits until it is applied or
+    /// `deadline` passes. A request with an id is applied at most once however often it is
+    /// retried, here or by the client.
+    pub async fn write_until(&self, request: Request, deadline: Instant) -> Result<(u64, Response), Error> {
         loop {
-            let result = match self.write_local(cmd.clone(), deadline).await {
+            let result = match self.write_local(request.clone(), deadline).await {
                 Err(Error::NotLeader { leader_id: Some(id), leader_addr: Some(addr) }) if id != self.id() => {
-                    self.peers().propose(&addr, id, &cmd, remaining(deadline)).await
+                    self.peers().propose(&addr, id, &request, remaining(deadline)).await
                 }
                 other => other,
             };
@@ -80,23 +85,36 @@ impl Node {
         }
     }
 
-    /// Proposes `cmd` if this node is the leader.
-    pub(crate) async fn write_local(&self, cmd: Command, deadline: Instant) -> Result<(u64, Response), Error> {
+    /// Proposes `request` if this node is the leader: batches join the leader's next proposal,
+    /// catalog changes are proposed on their own.
+    pub(crate) async fn write_local(&self, request: Request, deadline: Instant) -> Result<(u64, Response), Error> {
         self.check_quorum()?;
         let timeout = remaining(deadline);
-        match tokio::time::timeout(timeout, self.raft().client_write(cmd)).await {
-            Err(_) => Err(Error::Indeterminate(format!(
-                "write not confirmed by a quorum within {timeout:?}; it may still be applied"
-            ))),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => Err(not_leader(f)),
-            Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
-                Err(Error::Unavailable(e.to_string()))
+        let unknown = || {
+            Error::Indeterminate(format!("write not confirmed by a quorum within {timeout:?}; it may still be applied"))
+        };
+        let outcome = if matches!(request.command, Command::Batch { .. }) {
+            let rx = self.batcher().submit(request)?;
+            match tokio::time::timeout(timeout, rx).await {
+                Err(_) => return Err(unknown()),
+                Ok(Err(_)) => return Err(Error::Indeterminate("the write's proposal was abandoned".into())),
+                Ok(Ok(result)) => result?,
             }
-            Ok(Err(RaftError::Fatal(e))) => Err(e.into()),
-            Ok(Ok(reply)) => match reply.data {
-                Response::Rejected(e) => Err(Error::Rejected(e)),
-                data => Ok((reply.log_id.index, data)),
-            },
+        } else {
+            match tokio::time::timeout(timeout, self.raft().client_write(Proposal(vec![request]))).await {
+                Err(_) => return Err(unknown()),
+                Ok(Err(e)) => return Err(write_error(e)),
+                Ok(Ok(reply)) => reply
+                    .data
+                    .0
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| Error::Fatal("a proposal of one command was applied with no result".into()))?,
+            }
+        };
+        match outcome.response {
+            Response::Rejected(e) => Err(Error::Rejected(e)),
+            response => Ok((outcome.revision, response)),
         }
     }
 
@@ -117,7 +135,7 @@ impl Node {
                 Ok(_) => Ok(self.state().applied_revision()),
                 Err(Error::NotLeader { leader_id: Some(id), leader_addr: Some(addr) }) if id != self.id() => {
                     match self.peers().read_index(&addr, id, remaining(deadline)).await {
-                        Ok(index) => self.wait_applied(index, remaining(deadline)).await,
+                        Ok(index) => self.wait_applied_index(index, remaining(deadline)).await,
                         Err(e) => Err(e),
                     }
                 }
@@ -151,15 +169,28 @@ impl Node {
 
     /// Waits until the local state machine has applied `revision`, up to `timeout`.
     pub async fn wait_applied(&self, revision: u64, timeout: Duration) -> Result<u64, Error> {
-        if self.state().applied_revision() >= revision {
-            return Ok(self.state().applied_revision());
-        }
-        self.raft().wait(Some(timeout)).applied_index_at_least(Some(revision), "session read").await.map_err(|e| {
-            Error::Unavailable(format!(
-                "replica has not applied revision {revision} within {timeout:?} (applied {}): {e}",
+        let mut applied = self.state().watch_revision();
+        let reached = tokio::time::timeout(timeout, applied.wait_for(|r| *r >= revision)).await.map(|r| r.map(|r| *r));
+        match reached {
+            Ok(Ok(r)) => Ok(r),
+            _ => Err(Error::Unavailable(format!(
+                "replica has not applied revision {revision} within {timeout:?} (applied {})",
                 self.state().applied_revision()
-            ))
-        })?;
+            ))),
+        }
+    }
+
+    /// Waits until the local state machine has applied the log up to `index`, up to `timeout`;
+    /// returns the applied revision.
+    pub(crate) async fn wait_applied_index(&self, index: u64, timeout: Duration) -> Result<u64, Error> {
+        if self.state().applied_index() < index {
+            self.raft().wait(Some(timeout)).applied_index_at_least(Some(index), "read index").await.map_err(|e| {
+                Error::Unavailable(format!(
+                    "replica has not applied log index {index} within {timeout:?} (applied {}): {e}",
+                    self.state().applied_index()
+                ))
+            })?;
+        }
         Ok(self.state().applied_revision())
     }
 }

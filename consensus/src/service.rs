@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status};
 
 use ledge_proto::v1::raft_server::{Raft as RaftRpc, RaftServer};
 use ledge_proto::v1::{HelloRequest, HelloResponse, RaftMessage};
-use ledge_store::{Command, TypeConfig};
+use ledge_store::TypeConfig;
 
 use crate::network::MAX_MESSAGE_BYTES;
 use crate::peer::MembershipChange;
@@ -81,7 +81,7 @@ impl RaftRpc for RaftService {
         let rpc: AppendEntriesRequest<TypeConfig> = self.decode(req.get_ref())?;
         let commit = rpc.leader_commit.map(|id| id.index).unwrap_or(0);
         let result = self.node.raft().append_entries(rpc).await;
-        if matches!(result, Ok(AppendEntriesResponse::Success)) && self.node.state().applied_revision() >= commit {
+        if matches!(result, Ok(AppendEntriesResponse::Success)) && self.node.state().applied_index() >= commit {
             self.node.freshness().mark();
         }
         self.encode(&result)
@@ -100,9 +100,9 @@ impl RaftRpc for RaftService {
     }
 
     async fn propose(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        let cmd: Command = self.decode(req.get_ref())?;
+        let request: ledge_store::Request = self.decode(req.get_ref())?;
         // Only the leader proposes: a forwarded write is never forwarded again.
-        let result = self.node.write_local(cmd, self.deadline()).await;
+        let result = self.node.write_local(request, self.deadline()).await;
         self.encode(&result)
     }
 

@@ -47,7 +47,7 @@ impl From<ledge_store::Error> for Error {
             Store::NotFound(m) => Error::NotFound(m),
             Store::InvalidInput(m) | Store::AlreadyExists(m) => Error::InvalidInput(m),
             Store::Corrupt(m) => Error::InvalidData(m),
-            Store::Io(m) => Error::Storage(m),
+            Store::Io(m) | Store::Expired(m) => Error::Storage(m),
         }
     }
 }

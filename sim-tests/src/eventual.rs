@@ -227,11 +227,17 @@ impl EventualWorkload {
                 reply.map(|r| r.hlc)
             }
             EvOp::Put(v) => {
-                let req = pb::PutRequest { keyspace: ks(), key: bytes, value: v.clone().into_bytes(), level: level_i };
+                let req = pb::PutRequest {
+                    keyspace: ks(),
+                    key: bytes,
+                    value: v.clone().into_bytes(),
+                    level: level_i,
+                    request_id: None,
+                };
                 call(d, kv.put(request(req, d))).await.map(|r| r.hlc)
             }
             EvOp::Delete => {
-                let req = pb::DeleteRequest { keyspace: ks(), key: bytes, level: level_i };
+                let req = pb::DeleteRequest { keyspace: ks(), key: bytes, level: level_i, request_id: None };
                 call(d, kv.delete(request(req, d))).await.map(|r| r.hlc)
             }
         };

@@ -236,6 +236,7 @@ impl RegisterWorkload {
                             value: new.to_string().into_bytes(),
                         })),
                     }],
+                    request_id: None,
                 };
                 let reply = call(d, kv.batch(request(req, d))).await?;
                 Ok(RegisterRet::CasOk(reply.succeeded))

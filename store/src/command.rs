@@ -8,11 +8,12 @@ use serde::{Deserialize, Serialize};
 use crate::Error;
 
 openraft::declare_raft_types!(
-    /// Ledge's openraft type configuration: `u64` node ids, `BasicNode` addresses, commands of
-    /// [`Command`], results of [`Response`], and snapshots streamed through a file.
+    /// Ledge's openraft type configuration: `u64` node ids, `BasicNode` addresses, entries that
+    /// carry a [`Proposal`] (a batch of commands) and apply to [`Applied`] (one result per
+    /// command), and snapshots streamed through a file.
     pub TypeConfig:
-        D = Command,
-        R = Response,
+        D = Proposal,
+        R = Applied,
         NodeId = u64,
         Node = openraft::BasicNode,
         Entry = openraft::Entry<TypeConfig>,
@@ -127,6 +128,33 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// Approximate encoded size in bytes, for bounding batches and messages.
+    pub fn size(&self) -> usize {
+        match self {
+            Command::Batch { keyspace, conditions, ops } => {
+                let conds: usize = conditions
+                    .iter()
+                    .map(|c| match c {
+                        Condition::RevisionEquals(k, _) => k.len() + 16,
+                        Condition::ValueEquals(k, v) => k.len() + v.len() + 16,
+                        Condition::Absent(k) | Condition::Present(k) => k.len() + 8,
+                    })
+                    .sum();
+                let ops: usize = ops
+                    .iter()
+                    .map(|o| match o {
+                        Op::Put(k, v) => k.len() + v.len() + 20,
+                        Op::Delete(k) => k.len() + 12,
+                    })
+                    .sum();
+                keyspace.len() + conds + ops + 32
+            }
+            Command::CreateKeyspace { name, .. } | Command::DropKeyspace { name } => name.len() + 32,
+        }
+    }
+}
+
 impl fmt::Display for Command {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -138,6 +166,65 @@ impl fmt::Display for Command {
         }
     }
 }
+
+/// Identifies one write of one client, so that a retried write is applied at most once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RequestId {
+    /// Random id the client library chose when it was created; never 0.
+    pub client: u64,
+    /// Sequence number of the write within that client, starting at 1; a retry reuses it.
+    pub seq: u64,
+}
+
+/// One command of a proposal, with the id its client gave it (`None` from clients that do not
+/// send ids: such a write is applied once per delivery).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// Deduplication id.
+    pub id: Option<RequestId>,
+    /// The command.
+    pub command: Command,
+}
+
+impl Request {
+    /// A request without a deduplication id.
+    pub fn new(command: Command) -> Self {
+        Self { id: None, command }
+    }
+
+    /// Approximate encoded size, for bounding batches by bytes.
+    pub fn size(&self) -> usize {
+        self.command.size() + 24
+    }
+}
+
+/// What one Raft log entry carries: every write the leader gathered while its previous proposal
+/// was in flight. Each command gets its own revision when applied, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Proposal(pub Vec<Request>);
+
+impl fmt::Display for Proposal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.as_slice() {
+            [one] => write!(f, "{}", one.command),
+            many => write!(f, "proposal({} commands)", many.len()),
+        }
+    }
+}
+
+/// The result of one command: the revision it was applied at and what it produced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// The command's revision (a retried command reports its first application's).
+    pub revision: u64,
+    /// What it produced.
+    pub response: Response,
+}
+
+/// What applying one log entry produced: one outcome per request of its [`Proposal`], in order
+/// (none for blank and membership entries).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Applied(pub Vec<Outcome>);
 
 /// Result of a batch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -155,8 +242,6 @@ pub struct BatchOutcome {
 /// What applying one log entry produced.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
-    /// Blank and membership entries.
-    Empty,
     /// A batch was evaluated.
     Batch(BatchOutcome),
     /// A keyspace was created (or already existed, identical, with `if_not_exists`).

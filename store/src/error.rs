@@ -15,6 +15,9 @@ pub enum Error {
     /// The thing being created exists already.
     #[error("{0}")]
     AlreadyExists(String),
+    /// A retried write is too old for the region to tell whether it was applied.
+    #[error("{0}")]
+    Expired(String),
     /// The disk or the storage engine failed.
     #[error("storage I/O error: {0}")]
     Io(String),
@@ -28,7 +31,7 @@ impl Error {
     /// reaches it too. Only such errors may be returned as a command's result; any other error
     /// during apply stops the node rather than letting replicas diverge.
     pub fn is_deterministic(&self) -> bool {
-        matches!(self, Error::NotFound(_) | Error::InvalidInput(_) | Error::AlreadyExists(_))
+        matches!(self, Error::NotFound(_) | Error::InvalidInput(_) | Error::AlreadyExists(_) | Error::Expired(_))
     }
 }
 

@@ -18,6 +18,23 @@ pub fn encode_u64(n: u64) -> [u8; 8] {
     n.to_be_bytes()
 }
 
+/// Encodes two integers so that pairs sort by the first, then the second.
+pub fn encode_u64_pair(a: u64, b: u64) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out[..8].copy_from_slice(&a.to_be_bytes());
+    out[8..].copy_from_slice(&b.to_be_bytes());
+    out
+}
+
+/// Decodes [`encode_u64_pair`].
+pub fn split_u64_pair(bytes: [u8; 16]) -> (u64, u64) {
+    let mut a = [0u8; 8];
+    let mut b = [0u8; 8];
+    a.copy_from_slice(&bytes[..8]);
+    b.copy_from_slice(&bytes[8..]);
+    (u64::from_be_bytes(a), u64::from_be_bytes(b))
+}
+
 /// Decodes a key produced by [`encode_u64`].
 pub fn decode_u64(bytes: &[u8]) -> Result<u64, Error> {
     let array: [u8; 8] = bytes

@@ -27,25 +27,29 @@
 //!
 //! [`Log::append`]: openraft::storage::RaftLogStorage::append
 
+mod apply;
 mod command;
 mod durable;
 mod error;
 pub mod eventual;
 pub mod keycode;
 mod log;
+mod session;
 pub mod snapshot;
 mod state;
 
 use std::path::Path;
 
 pub use command::{
-    BatchOutcome, Change, Command, Condition, Event, KeyspaceDef, LogId, Mode, NodeId, Op, Response, Scope,
-    SnapshotMeta, StorageError, StoredMembership, TypeConfig, Versioned, DEFAULT_KEYSPACE,
+    Applied, BatchOutcome, Change, Command, Condition, Event, KeyspaceDef, LogId, Mode, NodeId, Op, Outcome, Proposal,
+    Request, RequestId, Response, Scope, SnapshotMeta, StorageError, StoredMembership, TypeConfig, Versioned,
+    DEFAULT_KEYSPACE,
 };
 pub use durable::{flush, set_inline_flush};
 pub use error::Error;
 pub use eventual::{Eventual, SpaceId};
 pub use log::Log;
+pub use session::{MAX_RESULTS, MAX_RESULTS_PER_CLIENT};
 pub use state::StateMachine;
 
 /// Opens the node's sled database in `dir` and the log and state machine inside it.

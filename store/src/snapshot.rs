@@ -1,8 +1,9 @@
 //! Raft snapshots of the state machine, streamed through files.
 //!
 //! A snapshot file is a sequence of frames (`u32` little-endian length, then a bincode
-//! [`Record`]): a header, then for each keyspace its definition followed by its entries (none
-//! for an eventual keyspace, whose replicas sync outside Raft). The
+//! [`Record`]): a header (with the revision counter), the session table that deduplicates retried
+//! writes, then for each keyspace its definition followed by its entries (none for an eventual
+//! keyspace, whose replicas sync outside Raft). The
 //! change log is not part of a snapshot: a watcher that asks for revisions older than a node
 //! holds receives the current state instead (see the `Watch` RPC).
 //!
@@ -22,7 +23,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::command::{KeyspaceDef, LogId, Mode, SnapshotMeta, StoredMembership, TypeConfig};
 use crate::error::{decode, encode};
-use crate::state::{data_tree_name, StateMachine, COMPACTED_BEFORE, LAST_APPLIED, MEMBERSHIP};
+use crate::state::{data_tree_name, StateMachine, COMPACTED_BEFORE, LAST_APPLIED, MEMBERSHIP, REVISION};
 use crate::Error;
 
 const CURRENT: &[u8] = b"snapshot";
@@ -34,7 +35,11 @@ enum Record {
     Header {
         last_applied: Option<LogId>,
         membership: StoredMembership,
+        /// The revision counter at `last_applied`.
+        revision: u64,
     },
+    /// An entry of the session table (exactly-once results): stored key and value.
+    Session(Vec<u8>, Vec<u8>),
     Keyspace(KeyspaceDef),
     /// A key and its encoded `Versioned` value, in the keyspace of the last `Keyspace` record.
     Entry(Vec<u8>, Vec<u8>),
@@ -76,7 +81,7 @@ fn next_seq(sm: &StateMachine) -> Result<u64, Error> {
 /// Builds a snapshot: staged when created, finished by `build_snapshot`.
 pub struct SnapshotBuilder {
     sm: StateMachine,
-    staged: Result<(PathBuf, SnapshotMeta), Error>,
+    staged: Result<(PathBuf, SnapshotMeta, u64), Error>,
 }
 
 impl SnapshotBuilder {
@@ -85,8 +90,9 @@ impl SnapshotBuilder {
         Self { sm, staged }
     }
 
-    fn export(sm: &StateMachine) -> Result<(PathBuf, SnapshotMeta), Error> {
+    fn export(sm: &StateMachine) -> Result<(PathBuf, SnapshotMeta, u64), Error> {
         let last_applied = sm.last_applied()?;
+        let revision = sm.applied_revision();
         let membership = sm.membership()?;
         let seq = next_seq(sm)?;
         let snapshot_id = match last_applied {
@@ -95,7 +101,11 @@ impl SnapshotBuilder {
         };
         let path = sm.inner.snapshot_dir.join(format!("{snapshot_id}.tmp"));
         let mut out = BufWriter::new(std::fs::File::create(&path)?);
-        write_record(&mut out, &Record::Header { last_applied, membership: membership.clone() })?;
+        write_record(&mut out, &Record::Header { last_applied, membership: membership.clone(), revision })?;
+        for item in sm.inner.sessions_tree.iter() {
+            let (k, v) = item?;
+            write_record(&mut out, &Record::Session(k.to_vec(), v.to_vec()))?;
+        }
         for def in sm.keyspaces()? {
             // Eventual keyspaces' data lives outside Raft: only their definitions travel.
             let tree = match def.mode {
@@ -110,18 +120,18 @@ impl SnapshotBuilder {
         }
         let file = out.into_inner().map_err(|e| Error::Io(e.to_string()))?;
         file.sync_all()?;
-        Ok((path, SnapshotMeta { last_log_id: last_applied, last_membership: membership, snapshot_id }))
+        Ok((path, SnapshotMeta { last_log_id: last_applied, last_membership: membership, snapshot_id }, revision))
     }
 
     pub(crate) async fn finish(&mut self) -> Result<Snapshot<TypeConfig>, Error> {
-        let (tmp, meta) =
+        let (tmp, meta, revision) =
             std::mem::replace(&mut self.staged, Err(Error::InvalidInput("snapshot already built".into())))?;
+        // openraft purges the log behind a snapshot: first make the applied state durable.
+        self.sm.checkpoint().await?;
         let path = snapshot_path(&self.sm, &meta.snapshot_id);
         std::fs::rename(&tmp, &path)?;
         set_current(&self.sm, &meta).await?;
-        if let Some(id) = meta.last_log_id {
-            self.sm.compact_changes(id.index)?;
-        }
+        self.sm.compact_changes(revision)?;
         let file = tokio::fs::File::open(&path).await?;
         Ok(Snapshot { meta, snapshot: Box::new(file) })
     }
@@ -210,13 +220,18 @@ fn import(sm: &StateMachine, path: &Path, meta: &SnapshotMeta) -> Result<(), Err
     sm.inner.catalog.clear()?;
     sm.invalidate_catalog();
     sm.inner.changes.clear()?;
+    sm.inner.sessions_tree.clear()?;
+    let mut revision = 0;
     let mut input = BufReader::new(std::fs::File::open(path)?);
     let mut tree: Option<sled::Tree> = None;
     let mut batch = sled::Batch::default();
     let mut pending = 0;
     while let Some(record) = read_record(&mut input)? {
         match record {
-            Record::Header { .. } => {}
+            Record::Header { revision: r, .. } => revision = r,
+            Record::Session(k, v) => {
+                sm.inner.sessions_tree.insert(k, v)?;
+            }
             Record::Keyspace(def) => {
                 if let Some(t) = tree.take() {
                     t.apply_batch(std::mem::take(&mut batch))?;
@@ -247,8 +262,9 @@ fn import(sm: &StateMachine, path: &Path, meta: &SnapshotMeta) -> Result<(), Err
     let mut m = sled::Batch::default();
     m.insert(LAST_APPLIED, encode(&meta.last_log_id)?);
     m.insert(MEMBERSHIP, encode(&meta.last_membership)?);
+    m.insert(REVISION, encode(&revision)?);
     // The change log starts after the snapshot: older revisions are answered with a snapshot.
-    let next = meta.last_log_id.map(|id| id.index + 1).unwrap_or(1);
+    let next = revision + 1;
     m.insert(COMPACTED_BEFORE, encode(&next)?);
     sm.inner.meta.apply_batch(m)?;
     sm.refresh_applied()?;

@@ -5,11 +5,15 @@
 //! strong keyspace, named `ks/NAME@CREATED_REVISION` so that a dropped and re-created keyspace
 //! never sees the old data.
 //!
-//! Applying an entry commits its data, the change-log record and the new last-applied log id
-//! (and membership, for membership entries) in one sled transaction, so a crash leaves the state
-//! machine exactly at some applied index and openraft replays the rest from the log.
+//! `sm/sessions` holds the results of recent writes per client (see `session`), and `sm/meta`
+//! also the revision counter.
+//!
+//! Applying (see `apply`) commits a run of entries' data, change-log records, session results and
+//! the new last-applied log id and revision in one sled transaction, so a crash leaves the state
+//! machine exactly at some applied index and openraft replays the rest from the log. Nothing here
+//! flushes: the Raft log is the durability point, and the applied state is made durable at
+//! checkpoints ([`StateMachine::checkpoint`]) before the log behind it is purged.
 
-use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
@@ -17,26 +21,24 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use openraft::storage::RaftStateMachine;
-use openraft::{Entry, EntryPayload, OptionalSend, RaftSnapshotBuilder, Snapshot};
-use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
-use sled::Transactional;
-use tokio::sync::broadcast;
+use openraft::{Entry, OptionalSend, RaftSnapshotBuilder, Snapshot};
+use tokio::sync::{broadcast, watch};
 
 use crate::command::{
-    BatchOutcome, Change, Command, Condition, Event, KeyspaceDef, LogId, Mode, Op, Response, Scope, SnapshotMeta,
-    StorageError, StoredMembership, TypeConfig, Versioned, DEFAULT_KEYSPACE,
+    Applied, Change, KeyspaceDef, LogId, Mode, Scope, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
+    Versioned, DEFAULT_KEYSPACE,
 };
 use crate::error::{decode, encode};
 use crate::keycode::{decode_u64, encode_u64};
+use crate::session::Sessions;
 use crate::snapshot::{self, SnapshotBuilder};
 use crate::Error;
 
 pub(crate) const LAST_APPLIED: &[u8] = b"last_applied";
 pub(crate) const MEMBERSHIP: &[u8] = b"membership";
 pub(crate) const COMPACTED_BEFORE: &[u8] = b"changes_compacted_before";
+pub(crate) const REVISION: &[u8] = b"revision";
 const DATA_TREE_PREFIX: &str = "ks/";
-
-type TxResult<T> = Result<T, ConflictableTransactionError<Error>>;
 
 /// The state machine. Cheap to clone: clones share the same trees, so the API layer keeps one
 /// for reads while openraft owns another for applying entries.
@@ -50,13 +52,20 @@ pub(crate) struct Inner {
     pub(crate) meta: sled::Tree,
     pub(crate) catalog: sled::Tree,
     pub(crate) changes: sled::Tree,
+    pub(crate) sessions_tree: sled::Tree,
     pub(crate) snapshot_dir: PathBuf,
-    applied: AtomicU64,
+    /// Log index of the last applied entry.
+    applied_index: AtomicU64,
+    /// The revision counter: the revision of the last applied command.
+    revision: watch::Sender<u64>,
+    /// Recent results per client, mirrored in `sessions_tree`; changed only by apply and
+    /// snapshot install.
+    pub(crate) sessions: std::sync::Mutex<Sessions>,
     /// Revisions kept in the change log behind a snapshot.
     change_retention: AtomicU64,
     /// Keyspace definitions and their open data trees, read through from `catalog`.
     cache: RwLock<CatalogCache>,
-    events: broadcast::Sender<Arc<Change>>,
+    pub(crate) events: broadcast::Sender<Arc<Change>>,
 }
 
 /// Cached catalog entries. `generation` changes whenever the catalog does, so a reader that
@@ -76,43 +85,12 @@ fn default_keyspace() -> KeyspaceDef {
     KeyspaceDef { name: DEFAULT_KEYSPACE.into(), mode: Mode::Strong, scope: Scope::Region, created_revision: 0 }
 }
 
-fn abort<T>(e: Error) -> TxResult<T> {
-    Err(ConflictableTransactionError::Abort(e))
-}
-
-fn tx_error(e: TransactionError<Error>) -> Error {
-    match e {
-        TransactionError::Abort(e) => e,
-        TransactionError::Storage(e) => e.into(),
-    }
-}
-
 fn sm_error(verb: openraft::ErrorVerb, e: Error) -> StorageError {
     openraft::StorageIOError::new(openraft::ErrorSubject::StateMachine, verb, openraft::AnyError::new(&e)).into()
 }
 
 fn storage_error(e: Error) -> StorageError {
     sm_error(openraft::ErrorVerb::Write, e)
-}
-
-fn read_versioned(tree: &TransactionalTree, key: &[u8]) -> TxResult<Option<Versioned>> {
-    match tree.get(key)? {
-        Some(bytes) => match decode(&bytes) {
-            Ok(v) => Ok(Some(v)),
-            Err(e) => abort(e),
-        },
-        None => Ok(None),
-    }
-}
-
-fn put_encoded<T: serde::Serialize>(tree: &TransactionalTree, key: &[u8], value: &T) -> TxResult<()> {
-    match encode(value) {
-        Ok(bytes) => {
-            tree.insert(key, bytes)?;
-            Ok(())
-        }
-        Err(e) => abort(e),
-    }
 }
 
 impl StateMachine {
@@ -125,8 +103,11 @@ impl StateMachine {
             meta: db.open_tree("sm/meta")?,
             catalog: db.open_tree("sm/catalog")?,
             changes: db.open_tree("sm/changes")?,
+            sessions_tree: db.open_tree("sm/sessions")?,
             snapshot_dir: snapshot_dir.to_path_buf(),
-            applied: AtomicU64::new(0),
+            applied_index: AtomicU64::new(0),
+            revision: watch::channel(0).0,
+            sessions: std::sync::Mutex::default(),
             change_retention: AtomicU64::new(5_000),
             cache: RwLock::default(),
             events: broadcast::channel(4096).0,
@@ -189,9 +170,31 @@ impl StateMachine {
         Ok(())
     }
 
+    /// Reloads the applied position and the session table from the trees.
     pub(crate) fn refresh_applied(&self) -> Result<(), Error> {
-        let applied = self.last_applied()?.map(|id| id.index).unwrap_or(0);
-        self.inner.applied.store(applied, Ordering::SeqCst);
+        let index = self.last_applied()?.map(|id| id.index).unwrap_or(0);
+        let revision = match self.inner.meta.get(REVISION)? {
+            Some(bytes) => decode(&bytes)?,
+            None => 0,
+        };
+        *self.sessions()? = Sessions::load(&self.inner.sessions_tree)?;
+        self.set_applied(index, revision);
+        Ok(())
+    }
+
+    pub(crate) fn set_applied(&self, index: u64, revision: u64) {
+        self.inner.applied_index.store(index, Ordering::SeqCst);
+        self.inner.revision.send_replace(revision);
+    }
+
+    pub(crate) fn sessions(&self) -> Result<std::sync::MutexGuard<'_, Sessions>, Error> {
+        self.inner.sessions.lock().map_err(|_| Error::Io("session table poisoned".into()))
+    }
+
+    /// Makes everything applied so far durable (sled flushed and its file synced to the device).
+    /// Called before the log behind the applied state may be purged.
+    pub async fn checkpoint(&self) -> Result<(), Error> {
+        crate::flush(&self.inner.db).await?;
         Ok(())
     }
 
@@ -211,9 +214,19 @@ impl StateMachine {
         }
     }
 
-    /// The revision (log index) up to which this replica has applied the log.
+    /// The revision of the last command this replica applied.
     pub fn applied_revision(&self) -> u64 {
-        self.inner.applied.load(Ordering::SeqCst)
+        *self.inner.revision.borrow()
+    }
+
+    /// The log index of the last entry this replica applied.
+    pub fn applied_index(&self) -> u64 {
+        self.inner.applied_index.load(Ordering::SeqCst)
+    }
+
+    /// Follows the applied revision (for waiting until a revision is applied).
+    pub fn watch_revision(&self) -> watch::Receiver<u64> {
+        self.inner.revision.subscribe()
     }
 
     /// Subscribes to changes as they are applied.
@@ -234,7 +247,7 @@ impl StateMachine {
         self.inner.catalog.iter().values().map(|v| decode(&v?)).collect()
     }
 
-    fn data_tree(&self, keyspace: &str) -> Result<sled::Tree, Error> {
+    pub(crate) fn data_tree(&self, keyspace: &str) -> Result<sled::Tree, Error> {
         match self.cached(keyspace)? {
             Some((_, Some(tree))) => Ok(tree),
             Some(_) => Err(Error::InvalidInput(format!("keyspace \"{keyspace}\" is not a strong keyspace"))),
@@ -326,180 +339,16 @@ impl StateMachine {
         Ok(n)
     }
 
-    /// Compacts the change log after a snapshot at `index`, keeping the configured retention.
-    pub(crate) fn compact_changes(&self, index: u64) -> Result<(), Error> {
+    /// Compacts the change log after a snapshot at `revision`, keeping the configured retention.
+    pub(crate) fn compact_changes(&self, revision: u64) -> Result<(), Error> {
         let keep = self.inner.change_retention.load(Ordering::SeqCst);
-        let before = index.saturating_sub(keep);
+        let before = revision.saturating_sub(keep);
         if before > 1 {
             let n = self.trim_changes(before)?;
             tracing::debug!(before, removed = n, "compacted the change log");
         }
         Ok(())
     }
-
-    /// Applies one entry; deterministic outcomes come back as `Ok(Response)`.
-    fn apply_entry(&self, entry: Entry<TypeConfig>) -> Result<(Response, Option<Change>), Error> {
-        let log_id = entry.log_id;
-        let meta = &self.inner.meta;
-        match entry.payload {
-            EntryPayload::Blank => {
-                meta.insert(LAST_APPLIED, encode(&Some(log_id))?)?;
-                Ok((Response::Empty, None))
-            }
-            EntryPayload::Membership(m) => {
-                let stored = StoredMembership::new(Some(log_id), m);
-                let mut batch = sled::Batch::default();
-                batch.insert(LAST_APPLIED, encode(&Some(log_id))?);
-                batch.insert(MEMBERSHIP, encode(&stored)?);
-                meta.apply_batch(batch)?;
-                Ok((Response::Empty, None))
-            }
-            EntryPayload::Normal(cmd) => self.apply_command(log_id, cmd),
-        }
-    }
-
-    fn reject(&self, log_id: LogId, e: Error) -> Result<(Response, Option<Change>), Error> {
-        self.inner.meta.insert(LAST_APPLIED, encode(&Some(log_id))?)?;
-        Ok((Response::Rejected(e), None))
-    }
-
-    fn apply_command(&self, log_id: LogId, cmd: Command) -> Result<(Response, Option<Change>), Error> {
-        let revision = log_id.index;
-        let applied = encode(&Some(log_id))?;
-        match cmd {
-            Command::Batch { keyspace, conditions, ops } => {
-                let tree = match self.data_tree(&keyspace) {
-                    Ok(tree) => tree,
-                    Err(e) if e.is_deterministic() => return self.reject(log_id, e),
-                    Err(e) => return Err(e),
-                };
-                let trees = [self.inner.meta.clone(), self.inner.changes.clone(), tree];
-                let result = trees.transaction(|t| {
-                    let (meta, changes, data) = (&t[0], &t[1], &t[2]);
-                    let outcome = apply_batch(data, revision, &conditions, &ops)?;
-                    meta.insert(LAST_APPLIED, applied.as_slice())?;
-                    let (outcome, events) = outcome;
-                    let change = if events.is_empty() {
-                        None
-                    } else {
-                        let change = Change { revision, keyspace: keyspace.clone(), events };
-                        put_encoded(changes, &encode_u64(revision), &change)?;
-                        Some(change)
-                    };
-                    Ok((Response::Batch(outcome), change))
-                });
-                result.map_err(tx_error)
-            }
-            Command::CreateKeyspace { name, mode, scope, if_not_exists } => {
-                let def = KeyspaceDef { name: name.clone(), mode, scope, created_revision: revision };
-                let trees = [self.inner.meta.clone(), self.inner.catalog.clone()];
-                let result = trees.transaction(|t| {
-                    let (meta, catalog) = (&t[0], &t[1]);
-                    meta.insert(LAST_APPLIED, applied.as_slice())?;
-                    if let Some(bytes) = catalog.get(name.as_bytes())? {
-                        let existing: KeyspaceDef = match decode(&bytes) {
-                            Ok(d) => d,
-                            Err(e) => return abort(e),
-                        };
-                        if if_not_exists && existing.mode == mode && existing.scope == scope {
-                            return Ok(Response::Keyspace(existing));
-                        }
-                        return Ok(Response::Rejected(Error::AlreadyExists(format!(
-                            "keyspace \"{name}\" already exists ({:?}, {:?})",
-                            existing.mode, existing.scope
-                        ))));
-                    }
-                    put_encoded(catalog, name.as_bytes(), &def)?;
-                    Ok(Response::Keyspace(def.clone()))
-                });
-                let response = result.map_err(tx_error)?;
-                self.invalidate_catalog();
-                Ok((response, None))
-            }
-            Command::DropKeyspace { name } => {
-                if name == DEFAULT_KEYSPACE {
-                    return self.reject(log_id, Error::InvalidInput("the default keyspace cannot be dropped".into()));
-                }
-                let Some(def) = self.keyspace(&name)? else {
-                    return self.reject(log_id, Error::NotFound(format!("keyspace \"{name}\" does not exist")));
-                };
-                let trees = [self.inner.meta.clone(), self.inner.catalog.clone()];
-                trees
-                    .transaction(|t| {
-                        t[0].insert(LAST_APPLIED, applied.as_slice())?;
-                        t[1].remove(name.as_bytes())?;
-                        Ok(())
-                    })
-                    .map_err(tx_error)?;
-                self.invalidate_catalog();
-                // The catalog no longer names the tree; if this drop is interrupted, `open`
-                // collects the orphan.
-                self.inner.db.drop_tree(data_tree_name(&def).as_bytes())?;
-                Ok((Response::Dropped(revision), None))
-            }
-        }
-    }
-}
-
-/// Evaluates conditions and applies the operations of a batch inside a transaction.
-fn apply_batch(
-    data: &TransactionalTree,
-    revision: u64,
-    conditions: &[Condition],
-    ops: &[Op],
-) -> TxResult<(BatchOutcome, Vec<Event>)> {
-    let mut failed = Vec::new();
-    for (i, cond) in conditions.iter().enumerate() {
-        let holds = match cond {
-            Condition::RevisionEquals(k, rev) => read_versioned(data, k)?.map(|v| v.revision) == Some(*rev),
-            Condition::ValueEquals(k, value) => read_versioned(data, k)?.is_some_and(|v| &v.value == value),
-            Condition::Absent(k) => data.get(k)?.is_none(),
-            Condition::Present(k) => data.get(k)?.is_some(),
-        };
-        if !holds {
-            failed.push(i as u32);
-        }
-    }
-    if !failed.is_empty() {
-        let outcome = BatchOutcome { succeeded: false, revision, failed_conditions: failed, deleted: 0 };
-        return Ok((outcome, Vec::new()));
-    }
-    // Later operations on the same key see earlier ones: track versions written in this batch.
-    let mut written: BTreeMap<&[u8], Option<Versioned>> = BTreeMap::new();
-    let mut events = Vec::with_capacity(ops.len());
-    let mut deleted = 0;
-    for op in ops {
-        let key = op.key();
-        let current = match written.get(key) {
-            Some(v) => v.clone(),
-            None => read_versioned(data, key)?,
-        };
-        match op {
-            Op::Put(_, value) => {
-                let next = match current {
-                    Some(prev) => Versioned {
-                        value: value.clone(),
-                        revision,
-                        create_revision: prev.create_revision,
-                        version: prev.version + 1,
-                    },
-                    None => Versioned { value: value.clone(), revision, create_revision: revision, version: 1 },
-                };
-                put_encoded(data, key, &next)?;
-                written.insert(key, Some(next));
-                events.push(Event { key: key.to_vec(), value: Some(value.clone()) });
-            }
-            Op::Delete(_) => {
-                if current.is_some() {
-                    deleted += 1;
-                    data.remove(key)?;
-                    events.push(Event { key: key.to_vec(), value: None });
-                }
-                written.insert(key, None);
-            }
-        }
-    }
-    Ok((BatchOutcome { succeeded: true, revision, failed_conditions: Vec::new(), deleted }, events))
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
@@ -510,23 +359,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok((self.last_applied().map_err(read)?, self.membership().map_err(read)?))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Applied>, StorageError>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut responses = Vec::new();
-        for entry in entries {
-            let index = entry.log_id.index;
-            let (response, change) = self.apply_entry(entry).map_err(storage_error)?;
-            self.inner.applied.store(index, Ordering::SeqCst);
-            if let Some(change) = change {
-                // No subscriber is not an error.
-                let _ = self.inner.events.send(Arc::new(change));
-            }
-            responses.push(response);
-        }
-        Ok(responses)
+        self.apply_entries(entries.into_iter().collect()).map_err(storage_error)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {

@@ -16,16 +16,16 @@ struct Node {
     _dir: tempfile::TempDir,
 }
 
-/// A node whose catalog holds the eventual keyspace `ks`, created at revision 2.
+/// A node whose catalog holds the eventual keyspace `ks`, created at revision 1.
 async fn node(id: u64, now_ms: u64) -> Node {
     let dir = tempfile::tempdir().unwrap();
     let db = sled::Config::new().path(dir.path().join("db")).open().unwrap();
     let clock = Arc::new(ManualClock::new(now_ms));
     let replica = open(&db, dir.path(), id, clock.clone()).await;
-    Node { replica, clock, space: SpaceId::new("ks", 2), _dir: dir }
+    Node { replica, clock, space: SpaceId::new("ks", 1), _dir: dir }
 }
 
-/// Opens node `id`'s replica in `db`, creating the keyspace `ks` at revision 2 on first open.
+/// Opens node `id`'s replica in `db`, creating the keyspace `ks` (revision 1) on first open.
 async fn open(db: &sled::Db, dir: &std::path::Path, id: u64, clock: Arc<ManualClock>) -> Replica {
     let mut sm = StateMachine::open(db, &dir.join("snapshots")).unwrap();
     if sm.keyspace("ks").unwrap().is_none() {
@@ -37,7 +37,7 @@ async fn open(db: &sled::Db, dir: &std::path::Path, id: u64, clock: Arc<ManualCl
         };
         let entry = openraft::Entry::<TypeConfig> {
             log_id: LogId::new(CommittedLeaderId::new(1, 1), 2),
-            payload: EntryPayload::Normal(create),
+            payload: EntryPayload::Normal(ledge_store::Proposal(vec![ledge_store::Request::new(create)])),
         };
         sm.apply(vec![entry]).await.unwrap();
     }
@@ -91,7 +91,7 @@ async fn operations_check_types_and_report_what_they_did() {
 async fn clock_resumes_above_everything_persisted() {
     let dir = tempfile::tempdir().unwrap();
     let db = sled::Config::new().path(dir.path().join("db")).open().unwrap();
-    let space = SpaceId::new("ks", 2);
+    let space = SpaceId::new("ks", 1);
     let last = {
         let r = open(&db, dir.path(), 1, Arc::new(ManualClock::new(50_000))).await;
         r.apply(&space, b"k", Op::Put(b"v".to_vec())).await.unwrap().ts
