@@ -79,6 +79,10 @@ pub struct Args {
     /// in milliseconds.
     #[arg(long, env = "LEDGE_MAX_CLOCK_DRIFT_MS")]
     pub max_clock_drift_ms: Option<u64>,
+    /// Largest client request in bytes (a whole Put, Batch or any other call); larger ones are
+    /// refused with RESOURCE_EXHAUSTED [default: 4194304].
+    #[arg(long, env = "LEDGE_MAX_REQUEST_BYTES")]
+    pub max_request_bytes: Option<usize>,
 }
 
 /// A node's role.
@@ -125,6 +129,7 @@ struct File {
     anti_entropy_ms: Option<u64>,
     sync_log_keep: Option<u64>,
     max_clock_drift_ms: Option<u64>,
+    max_request_bytes: Option<usize>,
 }
 
 /// Resolved node configuration.
@@ -170,6 +175,8 @@ pub struct Config {
     pub sync_log_keep: u64,
     /// HLC drift bound in milliseconds.
     pub max_clock_drift_ms: u64,
+    /// Largest client request in bytes.
+    pub max_request_bytes: usize,
 }
 
 impl Config {
@@ -221,6 +228,15 @@ impl Config {
             return Err("--anti-entropy-ms must be positive".into());
         }
         let max_clock_drift_ms = args.max_clock_drift_ms.or(file.max_clock_drift_ms).unwrap_or(60_000);
+        let max_request_bytes =
+            args.max_request_bytes.or(file.max_request_bytes).unwrap_or(crate::limits::DEFAULT_MAX_REQUEST_BYTES);
+        if !(crate::limits::MIN_MAX_REQUEST_BYTES..=crate::limits::MAX_MAX_REQUEST_BYTES).contains(&max_request_bytes) {
+            return Err(format!(
+                "--max-request-bytes {max_request_bytes}: use {} (a largest key and value with room to spare) to {}",
+                crate::limits::MIN_MAX_REQUEST_BYTES,
+                crate::limits::MAX_MAX_REQUEST_BYTES
+            ));
+        }
         let request_timeout_ms = args.request_timeout_ms.or(file.request_timeout_ms).unwrap_or(5_000);
         if request_timeout_ms == 0 {
             return Err("--request-timeout-ms must be positive".into());
@@ -249,6 +265,7 @@ impl Config {
             anti_entropy_ms,
             sync_log_keep: args.sync_log_keep.or(file.sync_log_keep).unwrap_or(100_000),
             max_clock_drift_ms,
+            max_request_bytes,
         })
     }
 }

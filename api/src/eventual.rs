@@ -24,7 +24,6 @@ use ledge_store::KeyspaceDef;
 
 use crate::convert;
 use crate::kv::{KvService, ScanRange};
-use crate::limits;
 use crate::sync::WriteLevel;
 
 /// The write level a request asks for on an eventual keyspace (unspecified means `one`).
@@ -172,15 +171,11 @@ impl KvService {
             ));
         }
         let replica = self.replication.replica();
-        let mut rows =
-            replica.scan(&Self::space(def), range.start, range.end, limit + 1).map_err(convert::crdt_status)?;
-        let next_page_token = if rows.len() > limit {
-            rows.truncate(limit);
-            rows.last().map(|(k, _)| limits::page_token(k)).unwrap_or_default()
-        } else {
-            String::new()
-        };
-        let kvs = rows.into_iter().map(|(k, e)| convert::eventual_kv(k, &e, req.keys_only)).collect();
+        let rows = replica.scan(&Self::space(def), range.start, range.end, limit + 1).map_err(convert::crdt_status)?;
+        let mut rows: Vec<_> =
+            rows.into_iter().map(|(k, e)| (k.clone(), convert::eventual_kv(k, &e, req.keys_only))).collect();
+        let next_page_token = self.limits.page(&mut rows, limit, |(_, kv)| prost::Message::encoded_len(kv));
+        let kvs = rows.into_iter().map(|(_, kv)| kv).collect();
         Ok(pb::ScanResponse { kvs, next_page_token, as_of: Some(self.eventual_as_of(1)?) })
     }
 }

@@ -147,6 +147,7 @@ impl Kv for KvService {
     type WatchStream = tokio_stream::wrappers::ReceiverStream<Result<pb::WatchResponse, Status>>;
 
     async fn watch(&self, req: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        self.limits.request("watch", prost::Message::encoded_len(req.get_ref()))?;
         let req = req.into_inner();
         let def = self.keyspace(&req.keyspace)?;
         if def.mode == Mode::Eventual {
@@ -172,6 +173,7 @@ impl Kv for KvService {
     }
 
     async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
+        self.limits.request("put", prost::Message::encoded_len(req.get_ref()))?;
         let deadline = deadline::for_request(req.metadata(), self.node.request_timeout());
         let req = req.into_inner();
         let def = self.keyspace(&req.keyspace)?;
@@ -188,6 +190,7 @@ impl Kv for KvService {
     }
 
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
+        self.limits.request("get", prost::Message::encoded_len(req.get_ref()))?;
         let deadline = deadline::for_request(req.metadata(), self.node.request_timeout());
         let req = req.into_inner();
         let def = self.keyspace(&req.keyspace)?;
@@ -201,6 +204,7 @@ impl Kv for KvService {
     }
 
     async fn delete(&self, req: Request<pb::DeleteRequest>) -> Result<Response<pb::DeleteResponse>, Status> {
+        self.limits.request("delete", prost::Message::encoded_len(req.get_ref()))?;
         let deadline = deadline::for_request(req.metadata(), self.node.request_timeout());
         let req = req.into_inner();
         let def = self.keyspace(&req.keyspace)?;
@@ -215,6 +219,7 @@ impl Kv for KvService {
     }
 
     async fn scan(&self, req: Request<pb::ScanRequest>) -> Result<Response<pb::ScanResponse>, Status> {
+        self.limits.request("scan", prost::Message::encoded_len(req.get_ref()))?;
         let deadline = deadline::for_request(req.metadata(), self.node.request_timeout());
         let req = req.into_inner();
         let def = self.keyspace(&req.keyspace)?;
@@ -227,17 +232,13 @@ impl Kv for KvService {
         // One extra entry tells whether another page follows.
         let mut rows =
             self.node.state().scan(&def.name, range.start, range.end, limit + 1).map_err(convert::store_status)?;
-        let next_page_token = if rows.len() > limit {
-            rows.truncate(limit);
-            rows.last().map(|(k, _)| limits::page_token(k)).unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let next_page_token = self.limits.page(&mut rows, limit, |(k, v)| k.len() + v.value.len() + 32);
         let kvs = rows.into_iter().map(|(k, v)| convert::key_value(k, v, req.keys_only)).collect();
         Ok(Response::new(pb::ScanResponse { kvs, next_page_token, as_of: Some(as_of) }))
     }
 
     async fn batch(&self, req: Request<pb::BatchRequest>) -> Result<Response<pb::BatchResponse>, Status> {
+        self.limits.request("batch", prost::Message::encoded_len(req.get_ref()))?;
         let deadline = deadline::for_request(req.metadata(), self.node.request_timeout());
         let req = req.into_inner();
         let def = self.keyspace(&req.keyspace)?;
@@ -272,6 +273,7 @@ impl Kv for KvService {
     }
 
     async fn increment(&self, req: Request<pb::IncrementRequest>) -> Result<Response<pb::IncrementResponse>, Status> {
+        self.limits.request("increment", prost::Message::encoded_len(req.get_ref()))?;
         let deadline = deadline::for_request(req.metadata(), self.node.request_timeout());
         let req = req.into_inner();
         let def = self.keyspace(&req.keyspace)?;
@@ -281,6 +283,7 @@ impl Kv for KvService {
     }
 
     async fn set_add(&self, req: Request<pb::SetRequest>) -> Result<Response<pb::SetResponse>, Status> {
+        self.limits.request("set add", prost::Message::encoded_len(req.get_ref()))?;
         let deadline = deadline::for_request(req.metadata(), self.node.request_timeout());
         let req = req.into_inner();
         let def = self.keyspace(&req.keyspace)?;
@@ -289,6 +292,7 @@ impl Kv for KvService {
     }
 
     async fn set_remove(&self, req: Request<pb::SetRequest>) -> Result<Response<pb::SetResponse>, Status> {
+        self.limits.request("set remove", prost::Message::encoded_len(req.get_ref()))?;
         let deadline = deadline::for_request(req.metadata(), self.node.request_timeout());
         let req = req.into_inner();
         let def = self.keyspace(&req.keyspace)?;

@@ -5,7 +5,16 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use tonic::Status;
 
-/// Request size limits (DESIGN: key ≤ 4 KiB, value ≤ 1 MiB, batch ≤ 1,000 operations).
+/// Default `--max-request-bytes`: 4 MiB (etcd's default ceiling is 1.5 MiB; Ledge's largest
+/// value is 1 MiB, and a batch of several fits).
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
+/// Smallest `--max-request-bytes`: a largest key and value with room for the envelope.
+pub const MIN_MAX_REQUEST_BYTES: usize = 1024 * 1024 + 64 * 1024;
+/// Largest `--max-request-bytes`.
+pub const MAX_MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
+
+/// Request size limits (key ≤ 4 KiB, value ≤ 1 MiB, batch ≤ 1,000 operations, whole request ≤
+/// `--max-request-bytes`).
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// Largest key in bytes.
@@ -16,11 +25,19 @@ pub struct Limits {
     pub max_batch: usize,
     /// Most entries in one scan page.
     pub max_scan: usize,
+    /// Largest request in bytes (encoded), and largest scan page reply.
+    pub max_request: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_key: 4 * 1024, max_value: 1024 * 1024, max_batch: 1000, max_scan: 10_000 }
+        Self {
+            max_key: 4 * 1024,
+            max_value: 1024 * 1024,
+            max_batch: 1000,
+            max_scan: 10_000,
+            max_request: DEFAULT_MAX_REQUEST_BYTES,
+        }
     }
 }
 
@@ -28,6 +45,45 @@ impl Default for Limits {
 pub const DEFAULT_SCAN_LIMIT: usize = 1000;
 
 impl Limits {
+    /// Checks the encoded size of a whole request.
+    pub fn request(&self, what: &str, size: usize) -> Result<(), Status> {
+        if size > self.max_request {
+            return Err(Status::resource_exhausted(format!(
+                "{what} request is {size} bytes, more than the limit of {} bytes (--max-request-bytes)",
+                self.max_request
+            )));
+        }
+        Ok(())
+    }
+
+    /// The decoding limit to give tonic: requests between the limit and this get the
+    /// RESOURCE_EXHAUSTED above, naming their size; larger ones are cut off by tonic while
+    /// reading the length prefix (OUT_OF_RANGE), before their bytes are buffered.
+    pub fn decoding_limit(&self) -> usize {
+        self.max_request.saturating_mul(2)
+    }
+
+    /// Cuts scan `rows` (fetched with one extra row) to a page of at most `limit` rows and at most
+    /// `max_request` bytes by `size`, always keeping at least one row; returns the token of the
+    /// next page, empty when this page is the last.
+    pub fn page<T>(&self, rows: &mut Vec<(Vec<u8>, T)>, limit: usize, size: impl Fn(&(Vec<u8>, T)) -> usize) -> String {
+        let mut bytes = 0;
+        let mut keep = 0;
+        for row in rows.iter().take(limit) {
+            bytes += size(row);
+            if keep > 0 && bytes > self.max_request {
+                break;
+            }
+            keep += 1;
+        }
+        if rows.len() > keep {
+            rows.truncate(keep);
+            rows.last().map(|(k, _)| page_token(k)).unwrap_or_default()
+        } else {
+            String::new()
+        }
+    }
+
     /// Checks a key.
     pub fn key(&self, key: &[u8]) -> Result<(), Status> {
         if key.is_empty() {

@@ -20,9 +20,6 @@ use crate::kv::KvService;
 use crate::limits::Limits;
 use crate::sync::{Replication, SyncOptions, SyncService};
 
-/// Largest request the public services accept (a full batch of large values fits).
-const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
-
 /// How long in-flight requests may run after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
@@ -169,11 +166,12 @@ where
         Role::Edge => "edge",
         Role::Cloud => "cloud",
     };
-    let kv = KvServer::new(KvService::new(node.clone(), replication.clone(), Limits::default(), stop.subscribe()))
-        .max_decoding_message_size(MAX_REQUEST_BYTES)
-        .max_encoding_message_size(MAX_REQUEST_BYTES);
+    let limits = Limits { max_request: config.max_request_bytes, ..Limits::default() };
+    let kv = KvServer::new(KvService::new(node.clone(), replication.clone(), limits, stop.subscribe()))
+        .max_decoding_message_size(limits.decoding_limit())
+        .max_encoding_message_size(limits.decoding_limit());
     let admin_service = AdminService::new(node.clone(), replication, config.region.clone(), role, env.dialer.clone());
-    let admin = AdminServer::new(admin_service);
+    let admin = AdminServer::new(admin_service).max_decoding_message_size(limits.max_request);
 
     // On shutdown the server stops accepting, lets in-flight requests finish for a grace
     // period, then closes whatever connections clients keep open.
