@@ -614,12 +614,12 @@ impl Wal {
             state.uncache_upto(log_id.index);
             state.first = match state.locs.front() {
                 Some(l) => l.log_id.index,
-                None => log_id.index + 1,
+                None => log_id.index.saturating_add(1),
             };
             let mut remove = Vec::new();
             while let Some(seg) = state.segments.first() {
                 let end = state.segments.get(1).map_or(next, |s| s.first);
-                if end > log_id.index + 1 {
+                if end > log_id.index.saturating_add(1) {
                     break;
                 }
                 remove.push(seg.first);
@@ -708,7 +708,7 @@ impl Wal {
             index += n as u64;
         }
         for i in index..end {
-            match state.cache.get((i - cache_first) as usize) {
+            match i.checked_sub(cache_first).and_then(|k| state.cache.get(k as usize)) {
                 Some(c) => out.push(c.entry.clone()),
                 None => return Err(Error::Io(format!("WAL entry {i} is neither cached nor indexed"))),
             }
@@ -781,7 +781,7 @@ fn recover(dir: &Path, opts: &LogOptions, meta: Meta) -> Result<State, Error> {
         let mut remove = Vec::new();
         while let Some(seg) = state.segments.first() {
             let end = state.segments.get(1).map_or(next, |s| s.first);
-            if end > purged.index + 1 {
+            if end > purged.index.saturating_add(1) {
                 break;
             }
             remove.push(seg.first);
@@ -789,7 +789,7 @@ fn recover(dir: &Path, opts: &LogOptions, meta: Meta) -> Result<State, Error> {
         }
         segment::remove_segments(dir, &remove)?;
         match state.locs.front() {
-            Some(l) if l.log_id.index > purged.index + 1 => {
+            Some(l) if l.log_id.index > purged.index.saturating_add(1) => {
                 return Err(Error::Corrupt(format!(
                     "{} at byte 0: the log resumes at index {} but is purged only up to {}",
                     segment::segment_path(dir, l.segment).display(),
@@ -798,7 +798,7 @@ fn recover(dir: &Path, opts: &LogOptions, meta: Meta) -> Result<State, Error> {
                 )));
             }
             Some(l) => state.first = l.log_id.index,
-            None => state.first = purged.index + 1,
+            None => state.first = purged.index.saturating_add(1),
         }
     }
     Ok(state)

@@ -83,12 +83,13 @@ pub(crate) fn decode_payload(payload: &[u8], crc: u32) -> Result<Entry<TypeConfi
     decode(payload).map_err(|e| Invalid::Undecodable(e.to_string()))
 }
 
+/// A record read: the entry and the record's length, `None` at a clean end of file, or why the
+/// bytes are not a record.
+pub(crate) type ReadRecord = Result<Option<(Entry<TypeConfig>, u64)>, Invalid>;
+
 /// Reads one record from `reader`, which has `remaining` bytes left. `Ok(None)` at a clean end
 /// (no bytes left). I/O errors are returned as such; invalid bytes as [`Invalid`].
-pub(crate) fn read_record(
-    reader: &mut impl Read,
-    remaining: u64,
-) -> std::io::Result<Result<Option<(Entry<TypeConfig>, u64)>, Invalid>> {
+pub(crate) fn read_record(reader: &mut impl Read, remaining: u64) -> std::io::Result<ReadRecord> {
     if remaining == 0 {
         return Ok(Ok(None));
     }

@@ -146,11 +146,9 @@ pub(crate) fn scan_segment(
                 }
                 found(entry, offset, len as u32);
                 offset += len;
-                expected += 1;
+                expected = expected.saturating_add(1);
             }
-            Err(e @ (Invalid::Short | Invalid::TooLong(_) | Invalid::Checksum | Invalid::Undecodable(_))) => {
-                break Some((offset, e.to_string()))
-            }
+            Err(e) => break Some((offset, e.to_string())),
         }
     };
     Ok(Scan { valid_len: offset, file_len, invalid })
