@@ -19,6 +19,8 @@ use crate::Error;
 const SUFFIX: &str = ".wal";
 const META: &str = "meta";
 const META_TMP: &str = "meta.tmp";
+/// A meta file holds three small ids; anything larger is not one.
+const META_MAX: u64 = 64 << 10;
 
 /// The file name of the segment whose first entry is `first`.
 pub(crate) fn segment_name(first: u64) -> String {
@@ -175,6 +177,18 @@ pub(crate) fn read_meta(dir: &Path) -> Result<Meta, Error> {
         Err(e) => return Err(e.into()),
     }
     let path = dir.join(META);
+    match std::fs::metadata(&path) {
+        Ok(m) if m.len() > META_MAX => {
+            return Err(Error::Corrupt(format!(
+                "{} at byte 0: {} bytes, a meta file is small",
+                path.display(),
+                m.len()
+            )))
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Meta::default()),
+        Err(e) => return Err(e.into()),
+    }
     let bytes = match std::fs::read(&path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Meta::default()),

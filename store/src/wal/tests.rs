@@ -570,3 +570,22 @@ fn kill_9_keeps_every_acknowledged_entry() {
     assert!(max_acked > 0, "the children acknowledged something");
     eprintln!("kill -9: 20 rounds, {max_acked} entries acknowledged, {:?}", started.elapsed());
 }
+
+#[test]
+fn damaged_meta_file_refuses_to_open() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let wal = open(dir.path(), FlushPolicy::Inline);
+        append_range(&wal, 1, 1..=3);
+        block(wal.save_vote(Vote::new(2, 1))).unwrap();
+    }
+    let path = dir.path().join("meta");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x10;
+    std::fs::write(&path, &bytes).unwrap();
+    match Wal::open(dir.path(), opts(512, FlushPolicy::Inline)) {
+        Err(Error::Corrupt(msg)) => assert!(msg.contains("meta"), "{msg}"),
+        other => panic!("expected corruption, got {:?}", other.map(|_| ())),
+    }
+}
