@@ -589,3 +589,30 @@ fn damaged_meta_file_refuses_to_open() {
         other => panic!("expected corruption, got {:?}", other.map(|_| ())),
     }
 }
+
+fn append_result(wal: &Wal, entries: Vec<Entry<TypeConfig>>) -> Result<(), Error> {
+    let (tx, rx) = mpsc::channel();
+    wal.append(
+        entries,
+        Box::new(move |r| {
+            let _ = tx.send(r);
+        }),
+    )?;
+    rx.recv_timeout(Duration::from_secs(10)).unwrap()
+}
+
+#[test]
+fn a_failed_write_completes_with_the_error_and_so_does_everything_after() {
+    for flush in [FlushPolicy::Inline, FlushPolicy::Background] {
+        let dir = tempfile::tempdir().unwrap();
+        let wal_dir = dir.path().join("raft");
+        // Every append starts a new segment.
+        let wal = Wal::open(&wal_dir, LogOptions { segment_bytes: 1, cache_bytes: 0, flush }).unwrap();
+        append_result(&wal, vec![ent(1, 1)]).unwrap();
+        std::fs::remove_dir_all(&wal_dir).unwrap();
+        assert!(append_result(&wal, vec![ent(1, 2)]).is_err(), "creating a segment fails");
+        std::fs::create_dir_all(&wal_dir).unwrap();
+        assert!(append_result(&wal, vec![ent(1, 3)]).is_err(), "the log accepts no writes after a failure");
+        assert!(block(wal.save_vote(Vote::new(1, 1))).is_err());
+    }
+}
