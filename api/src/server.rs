@@ -30,6 +30,10 @@ pub struct Environment {
     pub dialer: Arc<dyn Dialer>,
     /// Produces a node id at first start when none is configured.
     pub new_node_id: Box<dyn FnOnce() -> u64 + Send>,
+    /// When the Raft log syncs its writes: `Background` (its own writer thread) in a server;
+    /// `Inline` in a simulation, where a sync on another thread would end after a real-time delay
+    /// that lands on a different simulated tick in every run.
+    pub flush: ledge_store::FlushPolicy,
     /// Test-only fault: serve linearizable reads from local state without confirming
     /// leadership. The simulation harness sets it to prove its checker catches stale reads.
     pub unsafe_local_reads: bool,
@@ -49,6 +53,7 @@ impl Environment {
                     return id;
                 }
             }),
+            flush: ledge_store::FlushPolicy::Background,
             unsafe_local_reads: false,
             unsafe_drop_first_merge: false,
         }
@@ -131,6 +136,7 @@ where
         bootstrap_expect: config.bootstrap_expect,
         max_voters: config.max_voters,
         unsafe_local_reads: env.unsafe_local_reads,
+        flush: env.flush,
         request_timeout: Duration::from_millis(config.request_timeout_ms),
         raft: RaftTuning {
             heartbeat: Duration::from_millis(config.heartbeat_ms),

@@ -70,6 +70,9 @@ pub struct NodeOptions {
     pub request_timeout: Duration,
     /// Raft settings.
     pub raft: RaftTuning,
+    /// When the Raft log's writes are synced: on the log's own writer thread in a server,
+    /// inline on the caller in a deterministic simulation.
+    pub flush: store::FlushPolicy,
 }
 
 /// Returns the node id kept in `data_dir`, storing `requested` or `generate()` on first start.
@@ -176,7 +179,8 @@ impl Node {
     /// `bootstrap_expect` is 1; otherwise it forms or joins the region through its seeds in the
     /// background. A restarted node needs no call.
     pub async fn start(opts: NodeOptions, id: NodeId, dialer: Arc<dyn Dialer>) -> Result<Self, Error> {
-        let (db, log, sm) = store::open(&opts.data_dir)?;
+        let log_options = store::LogOptions { flush: opts.flush, ..Default::default() };
+        let (db, log, sm) = store::open_with(&opts.data_dir, log_options)?;
         let config = openraft::Config {
             cluster_name: "ledge".into(),
             heartbeat_interval: opts.raft.heartbeat.as_millis() as u64,

@@ -225,6 +225,7 @@ impl<'a> World<'a> {
                             let env = Environment {
                                 dialer: Arc::new(SimDialer::default()),
                                 new_node_id: Box::new(move || node_id),
+                                flush: ledge_store::FlushPolicy::Inline,
                                 unsafe_local_reads: unsafe_reads,
                                 unsafe_drop_first_merge: drop_merges,
                             };

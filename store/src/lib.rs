@@ -1,29 +1,35 @@
-//! Ledge storage on sled.
+//! Ledge storage: a write-ahead log for Raft, sled for everything else.
 //!
-//! One sled database per node holds everything the node persists, each concern in its own
-//! tree:
+//! Every node persists under its data directory:
 //!
-//! - [`Log`]: the Raft log (`raft/log`, entries keyed by big-endian index) and Raft metadata
-//!   (`raft/meta`: vote, committed, last purged). It implements openraft's `RaftLogStorage`.
-//! - [`StateMachine`]: the catalog of keyspaces, one data tree per strong keyspace, the change
-//!   log, and the applied state. It implements openraft's `RaftStateMachine`, with snapshots
-//!   streamed through files (see [`snapshot`]).
-//! - [`Eventual`] (module [`eventual`]): the replicas of eventual keyspaces, outside Raft: per
-//!   keyspace a data tree, a digest index with its in-memory hash tree for anti-entropy, and a
-//!   tombstone index; a shared change log and sync bookkeeping. Opaque bytes only: the CRDT
-//!   semantics live in `ledge-crdt`.
+//! - `raft/`: [`Log`], the Raft log and Raft metadata (vote, committed, last purged) in a
+//!   write-ahead log of our own (module `wal`): segment files of checksummed records, one
+//!   writer with group commit and `fdatasync`, an in-memory index of every entry and a cache of
+//!   the recent tail. It implements openraft's `RaftLogStorage`. See the `log` module docs.
+//! - `db/`: one sled database with everything else, each concern in its own tree:
+//!   - [`StateMachine`]: the catalog of keyspaces, one data tree per strong keyspace, the change
+//!     log, and the applied state. It implements openraft's `RaftStateMachine`, with snapshots
+//!     streamed through files under `snapshots/` (see [`snapshot`]).
+//!   - [`Eventual`] (module [`eventual`]): the replicas of eventual keyspaces, outside Raft: per
+//!     keyspace a data tree, a digest index with its in-memory hash tree for anti-entropy, and a
+//!     tombstone index; a shared change log and sync bookkeeping. Opaque bytes only: the CRDT
+//!     semantics live in `ledge-crdt`.
 //! - [`keycode`]: the one module that defines how composite keys are encoded so that byte order
 //!   and logical order agree.
 //!
 //! The life of a strong write, as this crate sees it: openraft hands [`Log::append`] a batch of
-//! entries; they are written and the database flushed (group commit) before openraft is told
-//! they are durable. Once a majority has them, openraft calls [`StateMachine`]'s `apply`, which
-//! evaluates each [`Command`] and commits its data, its change-log record and the new
-//! last-applied log id in one transaction, then announces the change to watchers.
+//! entries; they are readable at once, and the WAL writer writes them with the other appends
+//! queued meanwhile, syncs once (group commit) and only then tells openraft they are durable.
+//! Each entry carries a [`Proposal`]: the writes the leader batched. Once a majority has them,
+//! openraft calls [`StateMachine`]'s `apply`, which gives each [`Command`] the next revision,
+//! answers a retried request from the session table instead of applying it again, and commits a
+//! whole run of entries (data, change-log records, session results, the last-applied log id and
+//! revision) in one sled transaction, then announces the changes to watchers.
 //!
-//! The log and the state machine share one sled database, and sled recovers a prefix of the
-//! writes made to it, so a flush of the log also makes every earlier state-machine write
-//! durable.
+//! The state machine is not flushed with the log: after a crash it may be behind its last
+//! applied entry, and openraft re-applies the difference from the log. That is why the log
+//! flushes the state machine's database before it purges entries: the state machine never comes
+//! back older than the purge point.
 //!
 //! [`Log::append`]: openraft::storage::RaftLogStorage::append
 
@@ -37,6 +43,7 @@ mod log;
 mod session;
 pub mod snapshot;
 mod state;
+mod wal;
 
 use std::path::Path;
 
@@ -48,15 +55,21 @@ pub use command::{
 pub use durable::{flush, set_inline_flush};
 pub use error::Error;
 pub use eventual::{Eventual, SpaceId};
-pub use log::Log;
+pub use log::{FlushPolicy, Log, LogOptions};
 pub use session::{MAX_RESULTS, MAX_RESULTS_PER_CLIENT};
 pub use state::StateMachine;
 
-/// Opens the node's sled database in `dir` and the log and state machine inside it.
+/// Opens the node's store in `dir`: the Raft log in `dir/raft` (with [`LogOptions::default`]),
+/// the sled database in `dir/db` and the state machine in it.
 pub fn open(dir: &Path) -> Result<(sled::Db, Log, StateMachine), Error> {
+    open_with(dir, LogOptions::default())
+}
+
+/// [`open`] with the Raft log's options given (a simulation wants [`FlushPolicy::Inline`]).
+pub fn open_with(dir: &Path, log: LogOptions) -> Result<(sled::Db, Log, StateMachine), Error> {
     std::fs::create_dir_all(dir)?;
     let db = sled::Config::new().path(dir.join("db")).open()?;
-    let log = Log::open(&db)?;
+    let log = Log::open(&dir.join("raft"), log)?.flush_before_purge(db.clone());
     let sm = StateMachine::open(&db, &dir.join("snapshots"))?;
     Ok((db, log, sm))
 }

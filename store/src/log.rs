@@ -1,53 +1,85 @@
-//! The Raft log on sled: one tree of entries keyed by big-endian index, one tree of metadata
-//! (vote, committed, last purged).
+//! The Raft log: openraft's `RaftLogStorage` on a write-ahead log of our own (module `wal`).
 //!
-//! Durability: `save_vote` flushes before it returns, and `append` reports its entries persisted
-//! (openraft's `log_io_completed`) only after a flush that covers them. openraft 0.9 calls
-//! `append` once per proposal, so `append` only writes the entries and hands the completion to a
-//! flusher task: the flusher takes every completion queued while the previous flush ran, flushes
-//! once, then completes them all in order. That is the group commit: one fsync for every write
-//! that arrived while the last one was in progress.
+//! # What
+//!
+//! A directory (`DATA_DIR/raft/`) of segment files named after the index of their first entry
+//! (`00000000000000000001.wal`), each a sequence of records `[len u32 LE][crc32 u32 LE][payload]`
+//! whose payload is the bincode of one `openraft::Entry`, plus a `meta` file holding the vote,
+//! the committed log id and the purge point. A segment is closed once it holds
+//! [`LogOptions::segment_bytes`] (64 MiB by default) and a new one begins with the next entry.
+//! In memory: the place (segment, offset, length) of every live entry, and the decoded recent
+//! tail, up to [`LogOptions::cache_bytes`] (16 MiB), from which replication and apply are served.
+//!
+//! # Why
+//!
+//! The log used to live in sled trees. sled's flush is `sync_file_range`, which does not reach
+//! past a device's write cache, and it serializes behind sled's global lock, so every Raft
+//! append waited for whatever else sled was doing. A Raft log needs far less than a B-tree:
+//! appends at the end, truncation of the end, removal of the beginning, reads of recent
+//! entries. Append-only files give exactly that, with `fdatasync` for real durability and one
+//! writer that batches (group commit).
+//!
+//! # The life of an append
+//!
+//! 1. openraft calls [`Log::append`] with a batch of entries and a `LogFlushed` callback.
+//! 2. The entries are encoded into records on the calling thread. Under the log's state lock
+//!    each record is given its segment and offset (a new segment when the current one is full),
+//!    the index learns where each entry is and the tail cache takes the decoded entries: from
+//!    this moment they are readable through [`RaftLogReader`], as openraft requires.
+//! 3. The write job is handed to the one writer: with [`FlushPolicy::Background`], queued to the
+//!    `ledge-wal` thread and `append` returns; with [`FlushPolicy::Inline`], run right there.
+//! 4. The writer takes every job queued, writes the records of the whole group with one
+//!    positioned write per segment touched, calls `fdatasync` once, and then calls each
+//!    callback in order with `Ok`. A failed write or sync completes the group with the error,
+//!    and every later write fails too (after a failed `fsync` the file's state is unknown).
+//! 5. Once written, the entries may leave the cache (oldest first, past the byte budget); later
+//!    reads go to the segment file, checking each record's checksum and index.
+//!
+//! # Metadata
+//!
+//! `save_vote` replaces the meta file atomically (write `meta.tmp`, fsync, rename, fsync the
+//! directory) before it returns. `save_committed` only records the id in memory; it is written
+//! with the next vote or purge, and only if every entry up to it is durable by then, so the
+//! committed id read after a crash may be older but never points past the log. `purge` writes
+//! the new purge point first and then removes the segments that hold nothing but purged entries
+//! (oldest first, syncing the directory after each); a segment partly purged stays, and reads
+//! never return its purged entries. `truncate` removes later segments (newest first), then cuts
+//! the segment holding the first removed entry and syncs it.
+//!
+//! # Recovery
+//!
+//! At open every segment is read in order. In a closed segment (any but the last) an invalid
+//! record (bad checksum, length past the end of the file or over the 64 MiB cap, undecodable,
+//! or not the expected next index) stops the open with [`Error::Corrupt`] naming the file and
+//! byte offset: those bytes were synced before the next segment began, so they are damage,
+//! never a torn write. In the last segment the longest valid prefix is kept and the rest cut off
+//! (with a warning): a crash can leave a partial group there, none of it acknowledged. Segments
+//! must be contiguous. A purge interrupted by a crash is finished.
+//!
+//! Before a purge removes anything, the state machine's sled database is flushed (when the log
+//! was opened by [`crate::open`]): openraft purges only entries covered by a snapshot of applied
+//! state, and after a crash the state machine must not be older than the log's purge point, or
+//! the entries it would re-apply would be gone.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
+use std::path::Path;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{Entry, ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader, StorageIOError, Vote};
-use tokio::sync::mpsc;
 
 use crate::command::{LogId, NodeId, StorageError, TypeConfig};
-use crate::error::{decode, encode};
-use crate::keycode::{decode_u64, encode_u64};
+use crate::wal::Wal;
+pub use crate::wal::{FlushPolicy, LogOptions};
 use crate::Error;
 
-const VOTE: &[u8] = b"vote";
-const COMMITTED: &[u8] = b"committed";
-const LAST_PURGED: &[u8] = b"last_purged";
-
-/// Raft log storage. Cheap to clone: clones share the same sled trees.
+/// Raft log storage. Cheap to clone: clones share the same WAL, and the log reader openraft asks
+/// for is such a clone.
 #[derive(Clone)]
 pub struct Log {
-    db: sled::Db,
-    entries: sled::Tree,
-    meta: sled::Tree,
-    /// Completions waiting for the flusher; `None` outside a tokio runtime (flush inline).
-    flusher: Option<mpsc::UnboundedSender<LogFlushed<TypeConfig>>>,
-}
-
-/// Flushes once for every group of appends that queued up while the previous flush ran.
-async fn group_commit(db: sled::Db, mut pending: mpsc::UnboundedReceiver<LogFlushed<TypeConfig>>) {
-    while let Some(first) = pending.recv().await {
-        let mut group = vec![first];
-        while let Ok(next) = pending.try_recv() {
-            group.push(next);
-        }
-        let started = std::time::Instant::now();
-        let result = crate::flush(&db).await.map(|_| ()).map_err(|e| e.to_string());
-        tracing::trace!(appends = group.len(), elapsed = ?started.elapsed(), "group commit");
-        for done in group {
-            done.log_io_completed(result.clone().map_err(std::io::Error::other));
-        }
-    }
+    wal: Wal,
+    /// The state machine's database, flushed before a purge.
+    state_db: Option<sled::Db>,
 }
 
 fn io_err(subject: ErrorSubject<NodeId>, verb: ErrorVerb, e: impl Into<Error>) -> StorageError {
@@ -64,48 +96,37 @@ fn write_err(e: impl Into<Error>) -> StorageError {
 }
 
 impl Log {
-    /// Opens (or creates) the log in `db`.
-    pub fn open(db: &sled::Db) -> Result<Self, Error> {
-        let flusher = tokio::runtime::Handle::try_current().ok().map(|rt| {
-            let (tx, rx) = mpsc::unbounded_channel();
-            rt.spawn(group_commit(db.clone(), rx));
-            tx
-        });
-        Ok(Self { db: db.clone(), entries: db.open_tree("raft/log")?, meta: db.open_tree("raft/meta")?, flusher })
+    /// Opens (or creates) the log in `dir`, recovering what a crash left there.
+    pub fn open(dir: &Path, opts: LogOptions) -> Result<Log, Error> {
+        Ok(Self { wal: Wal::open(dir, opts)?, state_db: None })
     }
 
-    fn meta_get<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, Error> {
-        match self.meta.get(key)? {
-            Some(bytes) => Ok(Some(decode(&bytes)?)),
-            None => Ok(None),
-        }
+    /// Has every purge flush `db` (the state machine's database) first.
+    pub(crate) fn flush_before_purge(mut self, db: sled::Db) -> Self {
+        self.state_db = Some(db);
+        self
     }
 
-    fn meta_put<T: serde::Serialize>(&self, key: &[u8], value: &T) -> Result<(), Error> {
-        self.meta.insert(key, encode(value)?)?;
-        Ok(())
-    }
-
-    fn last_purged(&self) -> Result<Option<LogId>, Error> {
-        self.meta_get(LAST_PURGED)
-    }
-
-    /// Index of the last entry in the log, if any (for status reporting).
+    /// Index of the last entry in the log, if any, else of the last purged one (for status
+    /// reporting).
     pub fn last_index(&self) -> Result<Option<u64>, Error> {
-        match self.entries.last()? {
-            Some((k, _)) => Ok(Some(decode_u64(&k)?)),
-            None => Ok(self.last_purged()?.map(|id| id.index)),
-        }
+        Ok(self.wal.log_state().1.map(|id| id.index))
     }
 
     /// Number of entries currently held (not yet purged).
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.wal.len()
     }
 
     /// Whether the log holds no entries.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len() == 0
+    }
+
+    /// Number of `fdatasync` calls on segment files since the log was opened: fewer than the
+    /// appends when group commit works.
+    pub fn data_syncs(&self) -> u64 {
+        self.wal.syncs()
     }
 }
 
@@ -115,21 +136,16 @@ impl RaftLogReader<TypeConfig> for Log {
         range: RB,
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError> {
         let start = match range.start_bound() {
-            Bound::Included(&i) => Bound::Included(encode_u64(i)),
-            Bound::Excluded(&i) => Bound::Excluded(encode_u64(i)),
-            Bound::Unbounded => Bound::Unbounded,
+            Bound::Included(&i) => i,
+            Bound::Excluded(&i) => i.saturating_add(1),
+            Bound::Unbounded => 0,
         };
         let end = match range.end_bound() {
-            Bound::Included(&i) => Bound::Included(encode_u64(i)),
-            Bound::Excluded(&i) => Bound::Excluded(encode_u64(i)),
-            Bound::Unbounded => Bound::Unbounded,
+            Bound::Included(&i) => i.saturating_add(1),
+            Bound::Excluded(&i) => i,
+            Bound::Unbounded => u64::MAX,
         };
-        let mut out = Vec::new();
-        for item in self.entries.range::<[u8; 8], _>((start, end)) {
-            let (_, bytes) = item.map_err(read_err)?;
-            out.push(decode(&bytes).map_err(read_err)?);
-        }
-        Ok(out)
+        self.wal.read(start, end).map_err(read_err)
     }
 }
 
@@ -137,11 +153,7 @@ impl RaftLogStorage<TypeConfig> for Log {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let last_purged_log_id = self.last_purged().map_err(read_err)?;
-        let last_log_id = match self.entries.last().map_err(read_err)? {
-            Some((_, bytes)) => Some(decode::<Entry<TypeConfig>>(&bytes).map_err(read_err)?.log_id),
-            None => last_purged_log_id,
-        };
+        let (last_purged_log_id, last_log_id) = self.wal.log_state();
         Ok(LogState { last_purged_log_id, last_log_id })
     }
 
@@ -150,22 +162,20 @@ impl RaftLogStorage<TypeConfig> for Log {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
-        let err = |e| io_err(ErrorSubject::Vote, ErrorVerb::Write, e);
-        self.meta_put(VOTE, vote).map_err(err)?;
-        crate::flush(&self.db).await.map_err(|e| err(e.into()))?;
-        Ok(())
+        self.wal.save_vote(*vote).await.map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Write, e))
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
-        self.meta_get(VOTE).map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Read, e))
+        Ok(self.wal.vote())
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        self.meta_put(COMMITTED, &committed).map_err(write_err)
+        self.wal.save_committed(committed);
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        Ok(self.meta_get::<Option<LogId>>(COMMITTED).map_err(read_err)?.flatten())
+        Ok(self.wal.committed())
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
@@ -173,40 +183,20 @@ impl RaftLogStorage<TypeConfig> for Log {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut batch = sled::Batch::default();
-        for entry in entries {
-            batch.insert(&encode_u64(entry.log_id.index), encode(&entry).map_err(write_err)?);
-        }
-        self.entries.apply_batch(batch).map_err(write_err)?;
-        // Report the entries as persisted only once a flush covering them is done.
-        let callback = match &self.flusher {
-            Some(flusher) => match flusher.send(callback) {
-                Ok(()) => return Ok(()),
-                Err(mpsc::error::SendError(callback)) => callback,
-            },
-            None => callback,
-        };
-        let flushed = crate::flush(&self.db).await.map(|_| ()).map_err(std::io::Error::other);
-        callback.log_io_completed(flushed);
-        Ok(())
+        let done = Box::new(move |result: Result<(), Error>| {
+            callback.log_io_completed(result.map_err(std::io::Error::other));
+        });
+        self.wal.append(entries.into_iter().collect(), done).map_err(write_err)
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        let mut batch = sled::Batch::default();
-        for key in self.entries.range(encode_u64(log_id.index)..).keys() {
-            batch.remove(key.map_err(write_err)?);
-        }
-        self.entries.apply_batch(batch).map_err(write_err)
+        self.wal.truncate(log_id.index).await.map_err(write_err)
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        // Record the purge point first: sled recovers a prefix of the writes, so a crash can
-        // leave entries that are already covered by `last_purged`, never a gap without it.
-        self.meta_put(LAST_PURGED, &log_id).map_err(write_err)?;
-        let mut batch = sled::Batch::default();
-        for key in self.entries.range(..=encode_u64(log_id.index)).keys() {
-            batch.remove(key.map_err(write_err)?);
+        if let Some(db) = &self.state_db {
+            crate::flush(db).await.map_err(write_err)?;
         }
-        self.entries.apply_batch(batch).map_err(write_err)
+        self.wal.purge(log_id).await.map_err(write_err)
     }
 }

@@ -1,20 +1,29 @@
-//! openraft's storage conformance suite, run against the sled store.
+//! openraft's storage conformance suite, run against the store: the WAL-based Raft log and the
+//! sled state machine, both with the background writer and with inline flushes.
 
-use ledge_store::{Log, StateMachine, StorageError, TypeConfig};
+use ledge_store::{FlushPolicy, Log, LogOptions, StateMachine, StorageError, TypeConfig};
 use openraft::testing::{StoreBuilder, Suite};
 
-struct SledBuilder;
+struct Builder(FlushPolicy);
 
-impl StoreBuilder<TypeConfig, Log, StateMachine, tempfile::TempDir> for SledBuilder {
+impl StoreBuilder<TypeConfig, Log, StateMachine, tempfile::TempDir> for Builder {
     async fn build(&self) -> Result<(tempfile::TempDir, Log, StateMachine), StorageError> {
         let dir = tempfile::tempdir().expect("temp dir");
-        let (_db, log, sm) = ledge_store::open(dir.path()).expect("open store");
+        // Small segments, so that the suite's purges and truncations cross segment boundaries.
+        let opts = LogOptions { segment_bytes: 256, cache_bytes: 512, flush: self.0 };
+        let (_db, log, sm) = ledge_store::open_with(dir.path(), opts).expect("open store");
         Ok((dir, log, sm))
     }
 }
 
 #[test]
 fn openraft_storage_suite() -> Result<(), StorageError> {
-    Suite::test_all(SledBuilder)?;
+    Suite::test_all(Builder(FlushPolicy::Background))?;
+    Ok(())
+}
+
+#[test]
+fn openraft_storage_suite_inline() -> Result<(), StorageError> {
+    Suite::test_all(Builder(FlushPolicy::Inline))?;
     Ok(())
 }
