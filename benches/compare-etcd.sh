@@ -226,7 +226,7 @@ ledge_started=1
 ledge_eps=$("$scripts/ledge-cluster.sh" start "$work/ledge" "$bin")
 etcd_started=1
 etcd_eps=$("$scripts/etcd-cluster.sh" start "$work/etcd")
-etcd_version=$(etcd --version | head -1)
+etcd_version=$(etcd --version | head -1 | sed "s/^etcd Version: /etcd /")
 out=$("$bin/ledge" --endpoints "$ledge_eps" keyspace create "$eventual_keyspace" --mode eventual 2>&1) ||
   [[ "$out" == *xists* ]] || die "cannot create keyspace $eventual_keyspace: $out"
 
