@@ -1,8 +1,8 @@
 //! The systems `ledge-load` can drive, behind one small interface.
 //!
 //! A [`Conn`] is one pooled connection to a cluster. Clients clone it: clones share the
-//! underlying gRPC channel, so N clients over M connections multiplex N in-flight puts over M
-//! HTTP/2 connections for either target.
+//! underlying gRPC channel, so N clients over M connections multiplex N in-flight requests over
+//! M HTTP/2 connections for either target.
 
 use std::time::Duration;
 
@@ -33,6 +33,37 @@ impl Target {
     }
 }
 
+/// What each request of a run does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Op {
+    /// Write a fresh random key. Ledge: the keyspace's default write level (a Raft commit on a
+    /// strong keyspace, `one` on an eventual one); etcd: a put.
+    Put,
+    /// Read a preloaded key with a linearizable read. Ledge: `ReadOptions::linearizable()`
+    /// (served by the leader after it confirms leadership with a quorum); etcd: a default
+    /// (linearizable) range request.
+    Get,
+    /// Read a preloaded key from whichever replica the connection is pinned to, from its local
+    /// state. Ledge: `ReadOptions::stale()`; etcd: a serializable range request.
+    StaleGet,
+}
+
+impl Op {
+    /// The name used on the command line and in output.
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Put => "put",
+            Op::Get => "get",
+            Op::StaleGet => "stale-get",
+        }
+    }
+
+    /// Whether this op reads (and so needs preloaded keys).
+    pub fn is_read(self) -> bool {
+        matches!(self, Op::Get | Op::StaleGet)
+    }
+}
+
 /// One connection to the target cluster.
 #[derive(Clone)]
 pub enum Conn {
@@ -46,7 +77,7 @@ pub enum Conn {
 
 impl Conn {
     /// Opens one connection to `target` at `endpoints` (`host:port`, comma-separated list
-    /// already split).
+    /// already split). Given a single endpoint, the connection is pinned to that member.
     pub async fn connect(target: Target, endpoints: &[String]) -> anyhow::Result<Conn> {
         match target {
             Target::Ledge => {
@@ -91,5 +122,26 @@ impl Conn {
             }
         }
         Ok(())
+    }
+
+    /// Reads `key` the way `op` says (`Get` or `StaleGet`) and returns whether it exists.
+    pub async fn get(&mut self, keyspace: &str, key: Vec<u8>, op: Op) -> anyhow::Result<bool> {
+        match self {
+            Conn::Ledge(client) => {
+                let options = match op {
+                    Op::StaleGet => ledge_client::ReadOptions::stale(),
+                    _ => ledge_client::ReadOptions::linearizable(),
+                };
+                Ok(client.get(keyspace, key, options).await?.kv.is_some())
+            }
+            #[cfg(feature = "etcd")]
+            Conn::Etcd(kv) => {
+                let options = match op {
+                    Op::StaleGet => Some(etcd_client::GetOptions::new().with_serializable()),
+                    _ => None,
+                };
+                Ok(!kv.get(key, options).await?.kvs().is_empty())
+            }
+        }
     }
 }
