@@ -17,10 +17,12 @@ mod membership;
 mod network;
 mod node;
 mod peer;
+mod reads;
 mod request;
 mod service;
 
 pub use batcher::{MAX_COMMANDS, MAX_IN_FLIGHT, MAX_PROPOSAL_BYTES, MAX_QUEUED};
+pub use reads::MAX_QUEUED_READS;
 pub use error::Error;
 pub use ledge_store::{Command, NodeId, Request, RequestId, Response, TypeConfig};
 pub use network::{never_sent, Connection, Dialer, Network, TcpDialer, MAX_MESSAGE_BYTES};

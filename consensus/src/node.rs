@@ -14,6 +14,7 @@ use openraft::{BasicNode, Raft, RaftMetrics, ServerState, SnapshotPolicy};
 use ledge_store::{self as store, Log, NodeId, StateMachine, TypeConfig};
 
 use crate::batcher::Batcher;
+use crate::reads::Reads;
 use crate::network::{Dialer, Network};
 use crate::peer::Peers;
 use crate::service::{Freshness, RaftService};
@@ -135,6 +136,7 @@ struct Inner {
     request_timeout: Duration,
     freshness: Freshness,
     batcher: Batcher,
+    reads: Reads,
 }
 
 /// A snapshot of what a node knows about itself and its region.
@@ -211,6 +213,7 @@ impl Node {
                 request_timeout: opts.request_timeout,
                 freshness: Freshness::default(),
                 batcher: Batcher::start(raft.clone()),
+                reads: Reads::start(raft.clone(), opts.request_timeout),
                 raft,
             }),
         };
@@ -282,6 +285,10 @@ impl Node {
 
     pub(crate) fn batcher(&self) -> &Batcher {
         &self.inner.batcher
+    }
+
+    pub(crate) fn reads(&self) -> &Reads {
+        &self.inner.reads
     }
 
     pub(crate) fn freshness(&self) -> &Freshness {

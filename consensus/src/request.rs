@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use openraft::error::{CheckIsLeaderError, ForwardToLeader, RaftError};
+use openraft::error::ForwardToLeader;
 use openraft::{BasicNode, ServerState};
 use tokio::time::Instant;
 
@@ -151,19 +151,17 @@ impl Node {
         }
     }
 
-    /// On the leader: confirms leadership with a quorum and returns the read index (the local
-    /// state machine has applied it when this returns).
+    /// On the leader: confirms leadership with a quorum (in a round shared with the other reads
+    /// queued meanwhile, see `reads`) and returns the read index; the local state machine has
+    /// applied it when this returns.
     pub(crate) async fn read_index_local(&self, deadline: Instant) -> Result<u64, Error> {
         self.check_quorum()?;
         let timeout = remaining(deadline);
-        match tokio::time::timeout(timeout, self.raft().ensure_linearizable()).await {
+        let rx = self.reads().submit()?;
+        match tokio::time::timeout(timeout, rx).await {
             Err(_) => Err(Error::Unavailable(format!("could not confirm leadership with a quorum within {timeout:?}"))),
-            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => Err(not_leader(f)),
-            Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e)))) => {
-                Err(Error::Unavailable(e.to_string()))
-            }
-            Ok(Err(RaftError::Fatal(e))) => Err(e.into()),
-            Ok(Ok(read_log_id)) => Ok(read_log_id.map(|id| id.index).unwrap_or(0)),
+            Ok(Err(_)) => Err(Error::Unavailable("the read's confirmation round was abandoned".into())),
+            Ok(Ok(result)) => result,
         }
     }
 
