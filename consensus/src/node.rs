@@ -14,9 +14,9 @@ use openraft::{BasicNode, Raft, RaftMetrics, ServerState, SnapshotPolicy};
 use ledge_store::{self as store, Log, NodeId, StateMachine, TypeConfig};
 
 use crate::batcher::Batcher;
-use crate::reads::Reads;
 use crate::network::{Dialer, Network};
 use crate::peer::Peers;
+use crate::reads::Reads;
 use crate::service::{Freshness, RaftService};
 use crate::Error;
 
