@@ -18,12 +18,12 @@ use openraft::{Entry, EntryPayload};
 use sled::Transactional;
 
 use crate::command::{
-    Applied, BatchOutcome, Change, Command, Condition, Event, KeyspaceDef, Op, Outcome, Request, Response,
+    Applied, BatchOutcome, Change, Command, Condition, Event, KeyspaceDef, Op, Outcome, Request, RequestId, Response,
     StoredMembership, TypeConfig, Versioned, DEFAULT_KEYSPACE,
 };
 use crate::error::{decode, encode};
 use crate::keycode::encode_u64;
-use crate::session::{Seen, Write};
+use crate::session::{Seen, Sessions, Write};
 use crate::state::{data_tree_name, StateMachine, LAST_APPLIED, MEMBERSHIP, REVISION};
 use crate::Error;
 
@@ -161,36 +161,24 @@ impl StateMachine {
             };
             let mut outcomes = Vec::with_capacity(proposal.0.len());
             for Request { id, command } in proposal.0 {
-                let seen = id.map(|id| sessions.check(id)).unwrap_or(Seen::New);
-                let outcome = match seen {
-                    Seen::Done(outcome) => outcome,
-                    Seen::Expired => Outcome { revision, response: Response::Rejected(expired(id)) },
-                    Seen::New => {
-                        revision += 1;
-                        let Command::Batch { keyspace, conditions, ops } = command else {
-                            return Err(Error::Corrupt("a catalog command in a batch run".into()));
-                        };
-                        let response = match spaces.get(&keyspace) {
-                            Some(Ok(tree)) => {
-                                let (outcome, events) = batch(&mut overlay, *tree, revision, &conditions, &ops)?;
-                                if !events.is_empty() {
-                                    let change = Change { revision, keyspace, events };
-                                    overlay.put(CHANGES, &encode_u64(revision), encode(&change)?);
-                                    changes.push(change);
-                                }
-                                Response::Batch(outcome)
+                let outcome = settle(&mut sessions, &mut overlay, &mut revision, id, |overlay, revision| {
+                    let Command::Batch { keyspace, conditions, ops } = command else {
+                        return Err(Error::Corrupt("a catalog command in a batch run".into()));
+                    };
+                    match spaces.get(&keyspace) {
+                        Some(Ok(tree)) => {
+                            let (outcome, events) = batch(overlay, *tree, revision, &conditions, &ops)?;
+                            if !events.is_empty() {
+                                let change = Change { revision, keyspace, events };
+                                overlay.put(CHANGES, &encode_u64(revision), encode(&change)?);
+                                changes.push(change);
                             }
-                            Some(Err(e)) => Response::Rejected(e.clone()),
-                            None => return Err(Error::Corrupt(format!("keyspace \"{keyspace}\" not resolved"))),
-                        };
-                        let outcome = Outcome { revision, response };
-                        if let Some(id) = id {
-                            let writes = sessions.record(id, outcome.clone())?;
-                            overlay.session(writes);
+                            Ok(Response::Batch(outcome))
                         }
-                        outcome
+                        Some(Err(e)) => Ok(Response::Rejected(e.clone())),
+                        None => Err(Error::Corrupt(format!("keyspace \"{keyspace}\" not resolved"))),
                     }
-                };
+                })?;
                 outcomes.push(outcome);
             }
             out.push(Applied(outcomes));
@@ -228,30 +216,17 @@ impl StateMachine {
                 let alone = proposal.0.len() == 1;
                 let mut outcomes = Vec::new();
                 for Request { id, command } in proposal.0 {
-                    let seen = id.map(|id| sessions.check(id)).unwrap_or(Seen::New);
-                    let outcome = match seen {
-                        Seen::Done(outcome) => outcome,
-                        Seen::Expired => Outcome { revision, response: Response::Rejected(expired(id)) },
-                        Seen::New => {
-                            revision += 1;
-                            let response = if !alone {
-                                Response::Rejected(Error::InvalidInput(
-                                    "a catalog change must be proposed on its own".into(),
-                                ))
-                            } else {
-                                let (response, drop_def) = catalog(&mut overlay, CATALOG, revision, command)?;
-                                catalog_changed = matches!(response, Response::Keyspace(_) | Response::Dropped(_));
-                                dropped = drop_def;
-                                response
-                            };
-                            let outcome = Outcome { revision, response };
-                            if let Some(id) = id {
-                                let writes = sessions.record(id, outcome.clone())?;
-                                overlay.session(writes);
-                            }
-                            outcome
+                    let outcome = settle(&mut sessions, &mut overlay, &mut revision, id, |overlay, revision| {
+                        if !alone {
+                            return Ok(Response::Rejected(Error::InvalidInput(
+                                "a catalog change must be proposed on its own".into(),
+                            )));
                         }
-                    };
+                        let (response, drop_def) = catalog(overlay, CATALOG, revision, command)?;
+                        catalog_changed = matches!(response, Response::Keyspace(_) | Response::Dropped(_));
+                        dropped = drop_def;
+                        Ok(response)
+                    })?;
                     outcomes.push(outcome);
                 }
                 Applied(outcomes)
@@ -273,7 +248,31 @@ impl StateMachine {
     }
 }
 
-fn expired(id: Option<crate::command::RequestId>) -> Error {
+/// Answers a request the session table remembers with its first outcome (or refuses one too old
+/// to tell); otherwise runs `apply` with the next revision and remembers the outcome.
+fn settle(
+    sessions: &mut Sessions,
+    overlay: &mut Overlay,
+    revision: &mut u64,
+    id: Option<RequestId>,
+    apply: impl FnOnce(&mut Overlay, u64) -> Result<Response, Error>,
+) -> Result<Outcome, Error> {
+    match id.map(|id| sessions.check(id)).unwrap_or(Seen::New) {
+        Seen::Done(outcome) => Ok(outcome),
+        Seen::Expired => Ok(Outcome { revision: *revision, response: Response::Rejected(expired(id)) }),
+        Seen::New => {
+            *revision += 1;
+            let outcome = Outcome { revision: *revision, response: apply(overlay, *revision)? };
+            if let Some(id) = id {
+                let writes = sessions.record(id, outcome.clone())?;
+                overlay.session(writes);
+            }
+            Ok(outcome)
+        }
+    }
+}
+
+fn expired(id: Option<RequestId>) -> Error {
     let (client, seq) = id.map(|id| (id.client, id.seq)).unwrap_or_default();
     Error::Expired(format!(
         "write {seq} of client {client:x} is older than the results this region remembers for it; \
