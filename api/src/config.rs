@@ -62,10 +62,10 @@ pub struct Args {
     /// Most voters a region grows to; further nodes stay learners.
     #[arg(long, env = "LEDGE_MAX_VOTERS")]
     pub max_voters: Option<usize>,
-    /// Raft heartbeat period, in milliseconds.
+    /// Raft heartbeat period, in milliseconds [default: 50].
     #[arg(long, env = "LEDGE_HEARTBEAT_MS")]
     pub heartbeat_ms: Option<u64>,
-    /// Raft election timeout range `MIN-MAX`, in milliseconds (e.g. `400-800`).
+    /// Raft election timeout range `MIN-MAX`, in milliseconds [default: 250-500].
     #[arg(long, env = "LEDGE_ELECTION_TIMEOUT_MS")]
     pub election_timeout_ms: Option<String>,
     /// Pause between anti-entropy rounds of eventual keyspaces, in milliseconds.
@@ -211,9 +211,9 @@ impl Config {
         if region.is_empty() || region.len() > 64 || region.contains('/') {
             return Err(format!("--region {region:?}: use 1 to 64 characters without '/'"));
         }
-        let heartbeat_ms = args.heartbeat_ms.or(file.heartbeat_ms).unwrap_or(100);
+        let heartbeat_ms = args.heartbeat_ms.or(file.heartbeat_ms).unwrap_or(50);
         let election_timeout_ms = match args.election_timeout_ms.or(file.election_timeout_ms) {
-            None => (400, 800),
+            None => (250, 500),
             Some(text) => {
                 parse_range(&text).filter(|(min, max)| min < max && *min > heartbeat_ms).ok_or_else(|| {
                     format!("--election-timeout-ms {text:?}: use MIN-MAX in ms with heartbeat < MIN < MAX")

@@ -144,6 +144,7 @@ where
             election_max: Duration::from_millis(config.election_timeout_ms.1),
             snapshot_after: config.snapshot_after,
             keep_after_snapshot: config.log_keep,
+            ..RaftTuning::default()
         },
     };
     let node = Node::start(opts, id, env.dialer.clone()).await?;

@@ -31,6 +31,10 @@ pub struct RaftTuning {
     pub election_max: Duration,
     /// Build a snapshot after this many entries since the last one.
     pub snapshot_after: u64,
+    /// Build a snapshot after this many bytes of commands applied since the last one.
+    pub snapshot_bytes: u64,
+    /// Build a snapshot when this long has passed since the last one and anything was applied.
+    pub snapshot_interval: Duration,
     /// Entries kept in the log behind a snapshot (for slow followers) before purging.
     pub keep_after_snapshot: u64,
 }
@@ -38,10 +42,12 @@ pub struct RaftTuning {
 impl Default for RaftTuning {
     fn default() -> Self {
         Self {
-            heartbeat: Duration::from_millis(100),
-            election_min: Duration::from_millis(400),
-            election_max: Duration::from_millis(800),
+            heartbeat: Duration::from_millis(50),
+            election_min: Duration::from_millis(250),
+            election_max: Duration::from_millis(500),
             snapshot_after: 20_000,
+            snapshot_bytes: 64 * 1024 * 1024,
+            snapshot_interval: Duration::from_secs(600),
             keep_after_snapshot: 5_000,
         }
     }
@@ -188,7 +194,8 @@ impl Node {
             heartbeat_interval: opts.raft.heartbeat.as_millis() as u64,
             election_timeout_min: opts.raft.election_min.as_millis() as u64,
             election_timeout_max: opts.raft.election_max.as_millis() as u64,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(opts.raft.snapshot_after),
+            // Snapshots are triggered by `snapshots` below, by entries, bytes and time.
+            snapshot_policy: SnapshotPolicy::Never,
             max_in_snapshot_log_to_keep: opts.raft.keep_after_snapshot,
             ..Default::default()
         };
@@ -227,7 +234,46 @@ impl Node {
             }
         }
         tokio::spawn(node.clone().reconcile(opts.max_voters));
+        tokio::spawn(node.clone().snapshots(opts.raft.clone()));
         Ok(node)
+    }
+
+    /// Triggers a snapshot once `snapshot_after` entries or `snapshot_bytes` bytes of commands
+    /// were applied since the last one, or `snapshot_interval` passed with anything applied. An
+    /// entry carries a batch of writes, so a count of entries alone says little about how much
+    /// log a snapshot would let the node purge.
+    async fn snapshots(self, tuning: RaftTuning) {
+        let mut since = tokio::time::Instant::now();
+        let mut bytes_at_last = self.inner.sm.applied_bytes();
+        let mut index_at_last = self.inner.sm.applied_index();
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if self.is_stopping() {
+                return;
+            }
+            let (snapshot, applied) = {
+                let metrics = self.inner.raft.metrics();
+                let m = metrics.borrow();
+                (m.snapshot.map(|l| l.index).unwrap_or(0), m.last_applied.map(|l| l.index).unwrap_or(0))
+            };
+            let base = snapshot.max(index_at_last);
+            let entries = applied.saturating_sub(base);
+            let bytes = self.inner.sm.applied_bytes().saturating_sub(bytes_at_last);
+            let due = entries >= tuning.snapshot_after
+                || bytes >= tuning.snapshot_bytes
+                || (entries > 0 && since.elapsed() >= tuning.snapshot_interval);
+            if !due {
+                continue;
+            }
+            tracing::debug!(entries, bytes, "building a snapshot");
+            if let Err(e) = self.inner.raft.trigger().snapshot().await {
+                tracing::warn!("snapshot trigger: {e}");
+                continue;
+            }
+            since = tokio::time::Instant::now();
+            bytes_at_last = self.inner.sm.applied_bytes();
+            index_at_last = applied;
+        }
     }
 
     /// Initializes the group with `members` as voters (once per region, on one node).

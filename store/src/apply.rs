@@ -108,6 +108,14 @@ impl StateMachine {
     /// Applies committed entries in order; returns one [`Applied`] per entry. An error is a
     /// storage failure (the node must stop), never a command's deterministic refusal.
     pub(crate) fn apply_entries(&self, entries: Vec<Entry<TypeConfig>>) -> Result<Vec<Applied>, Error> {
+        let bytes: usize = entries
+            .iter()
+            .map(|e| match &e.payload {
+                EntryPayload::Normal(p) => p.0.iter().map(Request::size).sum(),
+                _ => 0,
+            })
+            .sum();
+        self.inner.applied_bytes.fetch_add(bytes as u64, std::sync::atomic::Ordering::Relaxed);
         let mut out = Vec::with_capacity(entries.len());
         let mut run = Vec::new();
         for entry in entries {

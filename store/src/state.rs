@@ -56,6 +56,8 @@ pub(crate) struct Inner {
     pub(crate) snapshot_dir: PathBuf,
     /// Log index of the last applied entry.
     applied_index: AtomicU64,
+    /// Bytes of commands applied since the node started (approximate; drives snapshots).
+    pub(crate) applied_bytes: AtomicU64,
     /// The revision counter: the revision of the last applied command.
     revision: watch::Sender<u64>,
     /// Recent results per client, mirrored in `sessions_tree`; changed only by apply and
@@ -106,6 +108,7 @@ impl StateMachine {
             sessions_tree: db.open_tree("sm/sessions")?,
             snapshot_dir: snapshot_dir.to_path_buf(),
             applied_index: AtomicU64::new(0),
+            applied_bytes: AtomicU64::new(0),
             revision: watch::channel(0).0,
             sessions: std::sync::Mutex::default(),
             change_retention: AtomicU64::new(5_000),
@@ -217,6 +220,11 @@ impl StateMachine {
     /// The revision of the last command this replica applied.
     pub fn applied_revision(&self) -> u64 {
         *self.inner.revision.borrow()
+    }
+
+    /// Bytes of commands this replica applied since it started (approximate).
+    pub fn applied_bytes(&self) -> u64 {
+        self.inner.applied_bytes.load(Ordering::Relaxed)
     }
 
     /// The log index of the last entry this replica applied.
