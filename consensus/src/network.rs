@@ -6,7 +6,7 @@
 //! failure to connect is `Unreachable` (openraft backs off), a timeout is `Timeout`, and an error
 //! returned by the peer's Raft is a `RemoteError`.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable};
@@ -15,9 +15,10 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
     VoteResponse,
 };
-use openraft::BasicNode;
+use openraft::{BasicNode, RaftMetrics};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokio::sync::watch;
 use tonic::transport::{Channel, Endpoint};
 
 use ledge_proto::v1::raft_client::RaftClient;
@@ -67,16 +68,43 @@ pub(crate) fn raft_client(channel: Channel) -> RaftClient<Channel> {
     RaftClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES)
 }
 
+/// How long ago a quorum last acknowledged this node as leader, read from its Raft metrics once
+/// the Raft instance exists (the network is created before it). Sent with every AppendEntries.
+#[derive(Clone, Default)]
+pub struct QuorumAge(Arc<OnceLock<watch::Receiver<RaftMetrics<NodeId, BasicNode>>>>);
+
+impl QuorumAge {
+    /// Starts reading `metrics`.
+    pub fn set(&self, metrics: watch::Receiver<RaftMetrics<NodeId, BasicNode>>) {
+        let _ = self.0.set(metrics);
+    }
+
+    /// Milliseconds since a quorum last acknowledged this node as leader; `None` when it is not
+    /// the leader or does not know.
+    pub fn millis(&self) -> Option<u64> {
+        let metrics = self.0.get()?;
+        let m = metrics.borrow();
+        if m.state != openraft::ServerState::Leader {
+            return None;
+        }
+        if m.membership_config.membership().voter_ids().nth(1).is_none() {
+            return Some(0);
+        }
+        m.millis_since_quorum_ack
+    }
+}
+
 /// Creates connections to Raft peers.
 #[derive(Clone)]
 pub struct Network {
     dialer: Arc<dyn Dialer>,
+    quorum_age: QuorumAge,
 }
 
 impl Network {
-    /// A network that dials through `dialer`.
-    pub fn new(dialer: Arc<dyn Dialer>) -> Self {
-        Self { dialer }
+    /// A network that dials through `dialer` and dates AppendEntries with `quorum_age`.
+    pub fn new(dialer: Arc<dyn Dialer>, quorum_age: QuorumAge) -> Self {
+        Self { dialer, quorum_age }
     }
 }
 
@@ -85,7 +113,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Connection {
         let client = self.dialer.channel(&node.addr).map(raft_client);
-        Connection { target, addr: node.addr.clone(), client }
+        Connection { target, addr: node.addr.clone(), client, quorum_age: self.quorum_age.clone() }
     }
 }
 
@@ -94,6 +122,7 @@ pub struct Connection {
     target: NodeId,
     addr: String,
     client: Result<RaftClient<Channel>, String>,
+    quorum_age: QuorumAge,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -125,7 +154,11 @@ impl Connection {
             Err(e) => return Err(RPCError::Unreachable(Unreachable::new(&WireError(e.clone())))),
         };
         let payload = bincode::serialize(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let msg = RaftMessage { target: self.target, payload };
+        let leader_quorum_age_ms = match rpc {
+            Rpc::Append => self.quorum_age.millis(),
+            Rpc::Vote | Rpc::Snapshot => None,
+        };
+        let msg = RaftMessage { target: self.target, payload, leader_quorum_age_ms };
         let ttl = option.hard_ttl();
         let mut client = client;
         let fut = async move {
@@ -232,7 +265,7 @@ mod tests {
         // A port that was free a moment ago: nothing listens there.
         let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
         let channel = TcpDialer::default().channel(&format!("127.0.0.1:{port}")).expect("channel");
-        let msg = ledge_proto::v1::RaftMessage { target: 1, payload: Vec::new() };
+        let msg = ledge_proto::v1::RaftMessage { target: 1, payload: Vec::new(), leader_quorum_age_ms: None };
         let status = raft_client(channel).propose(msg).await.expect_err("nothing listens");
         assert!(never_sent(&status), "{status:?}");
     }

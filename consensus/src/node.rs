@@ -14,7 +14,7 @@ use openraft::{BasicNode, Raft, RaftMetrics, ServerState, SnapshotPolicy};
 use ledge_store::{self as store, Log, NodeId, StateMachine, TypeConfig};
 
 use crate::batcher::Batcher;
-use crate::network::{Dialer, Network};
+use crate::network::{Dialer, Network, QuorumAge};
 use crate::peer::Peers;
 use crate::reads::Reads;
 use crate::service::{Freshness, RaftService};
@@ -201,9 +201,11 @@ impl Node {
         };
         let config = Arc::new(config.validate().map_err(|e| Error::InvalidInput(format!("raft config: {e}")))?);
         sm.set_change_retention(opts.raft.keep_after_snapshot);
-        let raft = Raft::new(id, config, Network::new(dialer.clone()), log.clone(), sm.clone())
+        let quorum_age = QuorumAge::default();
+        let raft = Raft::new(id, config, Network::new(dialer.clone(), quorum_age.clone()), log.clone(), sm.clone())
             .await
             .map_err(|e| Error::Fatal(e.to_string()))?;
+        quorum_age.set(raft.metrics());
         let node = Self {
             inner: Arc::new(Inner {
                 id,

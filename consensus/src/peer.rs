@@ -82,7 +82,7 @@ impl Peers {
     ) -> Result<Resp, Error> {
         let mut client = self.client(addr)?;
         let payload = bincode::serialize(req).map_err(|e| Error::InvalidInput(format!("encode request: {e}")))?;
-        let msg = RaftMessage { target, payload };
+        let msg = RaftMessage { target, payload, leader_quorum_age_ms: None };
         let fut = async move {
             match call {
                 Call::Propose => client.propose(msg).await,

@@ -18,9 +18,12 @@ use crate::network::MAX_MESSAGE_BYTES;
 use crate::peer::MembershipChange;
 use crate::Node;
 
-/// When this replica last knew it had applied everything its leader had committed: the moment
-/// it accepted an `AppendEntries` whose commit index it had already applied. The age of that
-/// moment bounds how stale a local read is.
+/// When this replica last knew it had applied everything a current leader had committed: when it
+/// accepts an `AppendEntries` whose commit index it has already applied, the moment a quorum
+/// last acknowledged the sender as leader (the message says how long before sending that was).
+/// The age of that moment bounds how stale a local read is. A leader cut off from the majority
+/// keeps sending to the followers on its side, but the age it reports keeps growing, so they do
+/// not report themselves fresh.
 #[derive(Clone, Default)]
 pub struct Freshness(Arc<Mutex<Option<Instant>>>);
 
@@ -30,9 +33,12 @@ impl Freshness {
         self.0.lock().ok().and_then(|t| t.map(|t| t.elapsed()))
     }
 
-    fn mark(&self) {
+    /// Records that the replica was caught up as of `at`; never moves backwards.
+    fn mark(&self, at: Instant) {
         if let Ok(mut t) = self.0.lock() {
-            *t = Some(Instant::now());
+            if t.is_none_or(|prev| prev < at) {
+                *t = Some(at);
+            }
         }
     }
 }
@@ -67,7 +73,7 @@ impl RaftService {
 
     fn encode<T: Serialize>(&self, value: &T) -> Result<Response<RaftMessage>, Status> {
         let payload = bincode::serialize(value).map_err(|e| Status::internal(format!("encode raft reply: {e}")))?;
-        Ok(Response::new(RaftMessage { target: self.node.id(), payload }))
+        Ok(Response::new(RaftMessage { target: self.node.id(), payload, leader_quorum_age_ms: None }))
     }
 
     fn deadline(&self) -> Instant {
@@ -79,10 +85,18 @@ impl RaftService {
 impl RaftRpc for RaftService {
     async fn append_entries(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let rpc: AppendEntriesRequest<TypeConfig> = self.decode(req.get_ref())?;
+        let received = Instant::now();
+        // A sender that does not say how recently a quorum acknowledged it is not trusted as
+        // fresh: only a leader's own account dates the follower's freshness.
+        let age = req.get_ref().leader_quorum_age_ms.map(Duration::from_millis);
         let commit = rpc.leader_commit.map(|id| id.index).unwrap_or(0);
         let result = self.node.raft().append_entries(rpc).await;
-        if matches!(result, Ok(AppendEntriesResponse::Success)) && self.node.state().applied_index() >= commit {
-            self.node.freshness().mark();
+        if let Some(age) = age {
+            if matches!(result, Ok(AppendEntriesResponse::Success)) && self.node.state().applied_index() >= commit {
+                if let Some(at) = received.checked_sub(age) {
+                    self.node.freshness().mark(at);
+                }
+            }
         }
         self.encode(&result)
     }
@@ -137,5 +151,24 @@ impl RaftRpc for RaftService {
             leader_id,
             leader_address,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn freshness_is_dated_by_the_leader_and_never_moves_back() {
+        let f = Freshness::default();
+        assert!(f.age().is_none(), "never caught up: unknown");
+        let now = Instant::now();
+        // A leader whose quorum last acknowledged it 3 s ago: the replica is at least 3 s stale.
+        f.mark(now - Duration::from_secs(3));
+        assert!(f.age().unwrap() >= Duration::from_secs(3));
+        f.mark(now);
+        // An older account (a deposed leader's) does not make the replica look staler or fresher.
+        f.mark(now - Duration::from_secs(10));
+        assert!(f.age().unwrap() < Duration::from_secs(3));
     }
 }
