@@ -150,7 +150,7 @@ where
     let node = Node::start(opts, id, env.dialer.clone()).await?;
     tracing::info!(node = id, region = %config.region, data_dir = %config.data_dir.display(), "node started");
     let (stop, mut stopped) = tokio::sync::watch::channel(false);
-    let store = ledge_store::Eventual::open(node.db())?;
+    let store = ledge_store::Eventual::open_on(node.state().disk())?;
     let max_drift = Duration::from_millis(config.max_clock_drift_ms);
     let replica = Replica::open(store, node.state().clone(), id, clock, max_drift)?;
     replica.set_unsafe_drop_first_merge(env.unsafe_drop_first_merge);

@@ -436,7 +436,7 @@ impl Node {
         if let Err(e) = self.inner.raft.shutdown().await {
             tracing::warn!("raft shutdown: {e}");
         }
-        ledge_store::flush(&self.inner.db).await.map_err(|e| Error::Store(e.into()))?;
+        self.inner.sm.checkpoint().await?;
         Ok(())
     }
 }

@@ -52,7 +52,7 @@ pub use command::{
     Request, RequestId, Response, Scope, SnapshotMeta, StorageError, StoredMembership, TypeConfig, Versioned,
     DEFAULT_KEYSPACE,
 };
-pub use durable::{flush, set_inline_flush};
+pub use durable::{flush, set_inline_flush, Disk};
 pub use error::Error;
 pub use eventual::{Eventual, SpaceId};
 pub use log::{FlushPolicy, Log, LogOptions};
@@ -69,7 +69,8 @@ pub fn open(dir: &Path) -> Result<(sled::Db, Log, StateMachine), Error> {
 pub fn open_with(dir: &Path, log: LogOptions) -> Result<(sled::Db, Log, StateMachine), Error> {
     std::fs::create_dir_all(dir)?;
     let db = sled::Config::new().path(dir.join("db")).open()?;
-    let log = Log::open(&dir.join("raft"), log)?.flush_before_purge(db.clone());
-    let sm = StateMachine::open(&db, &dir.join("snapshots"))?;
+    let disk = Disk::open(db.clone(), &dir.join("db"))?;
+    let log = Log::open(&dir.join("raft"), log)?.flush_before_purge(disk.clone());
+    let sm = StateMachine::open_on(&disk, &dir.join("snapshots"))?;
     Ok((db, log, sm))
 }

@@ -79,7 +79,7 @@ use crate::Error;
 pub struct Log {
     wal: Wal,
     /// The state machine's database, flushed before a purge.
-    state_db: Option<sled::Db>,
+    state_db: Option<crate::Disk>,
 }
 
 fn io_err(subject: ErrorSubject<NodeId>, verb: ErrorVerb, e: impl Into<Error>) -> StorageError {
@@ -102,7 +102,7 @@ impl Log {
     }
 
     /// Has every purge flush `db` (the state machine's database) first.
-    pub(crate) fn flush_before_purge(mut self, db: sled::Db) -> Self {
+    pub(crate) fn flush_before_purge(mut self, db: crate::Disk) -> Self {
         self.state_db = Some(db);
         self
     }
@@ -194,8 +194,8 @@ impl RaftLogStorage<TypeConfig> for Log {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        if let Some(db) = &self.state_db {
-            crate::flush(db).await.map_err(write_err)?;
+        if let Some(disk) = &self.state_db {
+            disk.sync().await.map_err(write_err)?;
         }
         self.wal.purge(log_id).await.map_err(write_err)
     }

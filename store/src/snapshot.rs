@@ -140,7 +140,7 @@ impl SnapshotBuilder {
 /// Records `meta` as the current snapshot and removes older snapshot files.
 async fn set_current(sm: &StateMachine, meta: &SnapshotMeta) -> Result<(), Error> {
     sm.inner.meta.insert(CURRENT, encode(meta)?)?;
-    crate::flush(&sm.inner.db).await?;
+    sm.inner.disk.sync().await?;
     let keep = format!("{}.snap", meta.snapshot_id);
     for entry in std::fs::read_dir(&sm.inner.snapshot_dir)? {
         let entry = entry?;
@@ -193,7 +193,7 @@ pub(crate) async fn install(
     }
     drop(bytes);
     sm.inner.meta.insert(INSTALLING, encode(meta)?)?;
-    crate::flush(&sm.inner.db).await?;
+    sm.inner.disk.sync().await?;
     import(sm, &path, meta)?;
     sm.inner.meta.remove(INSTALLING)?;
     set_current(sm, meta).await?;

@@ -49,6 +49,8 @@ pub struct StateMachine {
 
 pub(crate) struct Inner {
     pub(crate) db: sled::Db,
+    /// The same database, for syncs that reach the device.
+    pub(crate) disk: crate::Disk,
     pub(crate) meta: sled::Tree,
     pub(crate) catalog: sled::Tree,
     pub(crate) changes: sled::Tree,
@@ -99,9 +101,16 @@ impl StateMachine {
     /// Opens the state machine in `db`, keeping snapshot files in `snapshot_dir`. Finishes a
     /// snapshot install that a crash interrupted and removes data trees of dropped keyspaces.
     pub fn open(db: &sled::Db, snapshot_dir: &Path) -> Result<Self, Error> {
+        Self::open_on(&crate::Disk::unsynced(db.clone()), snapshot_dir)
+    }
+
+    /// [`StateMachine::open`] on a [`crate::Disk`], whose checkpoints end with `fdatasync`.
+    pub fn open_on(disk: &crate::Disk, snapshot_dir: &Path) -> Result<Self, Error> {
+        let db = disk.db();
         std::fs::create_dir_all(snapshot_dir)?;
         let inner = Inner {
             db: db.clone(),
+            disk: disk.clone(),
             meta: db.open_tree("sm/meta")?,
             catalog: db.open_tree("sm/catalog")?,
             changes: db.open_tree("sm/changes")?,
@@ -197,8 +206,12 @@ impl StateMachine {
     /// Makes everything applied so far durable (sled flushed and its file synced to the device).
     /// Called before the log behind the applied state may be purged.
     pub async fn checkpoint(&self) -> Result<(), Error> {
-        crate::flush(&self.inner.db).await?;
-        Ok(())
+        self.inner.disk.sync().await
+    }
+
+    /// The node's database, for syncs that reach the device (eventual keyspaces share it).
+    pub fn disk(&self) -> &crate::Disk {
+        &self.inner.disk
     }
 
     /// The last applied log id.

@@ -19,23 +19,23 @@ type Waiter = oneshot::Sender<Result<(), Error>>;
 /// Flushes the database on behalf of many writers at once. The task starts on first use, inside
 /// the caller's tokio runtime.
 pub(crate) struct Flusher {
-    db: sled::Db,
+    disk: crate::Disk,
     committed: Arc<watch::Sender<u64>>,
     durable: Arc<watch::Sender<u64>>,
     queue: OnceLock<mpsc::UnboundedSender<Waiter>>,
 }
 
 impl Flusher {
-    /// A flusher for `db` that publishes `committed`'s value into `durable` after each flush.
-    pub(crate) fn new(db: sled::Db, committed: Arc<watch::Sender<u64>>, durable: Arc<watch::Sender<u64>>) -> Self {
-        Self { db, committed, durable, queue: OnceLock::new() }
+    /// A flusher for `disk` that publishes `committed`'s value into `durable` after each flush.
+    pub(crate) fn new(disk: crate::Disk, committed: Arc<watch::Sender<u64>>, durable: Arc<watch::Sender<u64>>) -> Self {
+        Self { disk, committed, durable, queue: OnceLock::new() }
     }
 
     /// Returns once a flush that started after this call has completed.
     pub(crate) async fn flush(&self) -> Result<(), Error> {
         let queue = self.queue.get_or_init(|| {
             let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(run(self.db.clone(), rx, self.committed.clone(), self.durable.clone()));
+            tokio::spawn(run(self.disk.clone(), rx, self.committed.clone(), self.durable.clone()));
             tx
         });
         let (done, wait) = oneshot::channel();
@@ -47,7 +47,7 @@ impl Flusher {
 }
 
 async fn run(
-    db: sled::Db,
+    disk: crate::Disk,
     mut queue: mpsc::UnboundedReceiver<Waiter>,
     committed: Arc<watch::Sender<u64>>,
     durable: Arc<watch::Sender<u64>>,
@@ -58,7 +58,7 @@ async fn run(
             group.push(next);
         }
         let covered = *committed.borrow();
-        let result = crate::flush(&db).await.map(drop).map_err(Error::from);
+        let result = disk.sync().await;
         if result.is_ok() {
             durable.send_if_modified(|seq| {
                 let raised = covered > *seq;

@@ -338,8 +338,16 @@ fn tx_error<E: From<Error>>(e: TransactionError<E>) -> E {
 }
 
 impl Eventual {
-    /// Opens the eventual storage in `db`. Keyspaces are opened on first use.
+    /// Opens the eventual storage in `db`, with flushes that stop at sled's own. Keyspaces are
+    /// opened on first use.
     pub fn open(db: &sled::Db) -> Result<Self, Error> {
+        Self::open_on(&crate::Disk::unsynced(db.clone()))
+    }
+
+    /// Opens the eventual storage on `disk`: a write is acknowledged after a group commit that
+    /// ends with `fdatasync` of the database file.
+    pub fn open_on(disk: &crate::Disk) -> Result<Self, Error> {
+        let db = disk.db();
         let changes = db.open_tree(CHANGES)?;
         let meta = db.open_tree(META)?;
         let trimmed = match meta.get(TRIMMED)? {
@@ -354,7 +362,7 @@ impl Eventual {
         let committed = Arc::new(watch::Sender::new(last));
         // Everything on disk at open is durable as far as this process can tell.
         let durable = Arc::new(watch::Sender::new(last));
-        let flusher = Flusher::new(db.clone(), committed.clone(), durable.clone());
+        let flusher = Flusher::new(disk.clone(), committed.clone(), durable.clone());
         Ok(Self {
             inner: Arc::new(Inner {
                 db: db.clone(),
