@@ -429,8 +429,11 @@ mod tests {
         );
         assert_eq!(partial_reply(AppendEntriesResponse::Success, None), AppendEntriesResponse::Success);
         assert_eq!(partial_reply(AppendEntriesResponse::Conflict, Some(last)), AppendEntriesResponse::Conflict);
-        let higher = AppendEntriesResponse::HigherVote(openraft::Vote::new(4, 2));
-        assert_eq!(partial_reply(higher.clone(), Some(last)), higher);
+        let higher = openraft::Vote::new(4, 2);
+        assert_eq!(
+            partial_reply(AppendEntriesResponse::HigherVote(higher), Some(last)),
+            AppendEntriesResponse::HigherVote(higher)
+        );
     }
 
     #[test]
