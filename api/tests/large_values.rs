@@ -13,6 +13,9 @@ use ledge_client::{Client, ReadOptions};
 
 const MIB: usize = 1024 * 1024;
 
+/// What holding a paused follower's backlog may add to the leader's peak memory over a follower's.
+const BACKLOG_MIB: u64 = 128;
+
 /// What one run writes and what it must stay within.
 struct Plan {
     /// Writes of one 1 MiB value each.
@@ -188,17 +191,29 @@ async fn run(plan: Plan) {
     for (i, kib) in hwm.iter().enumerate() {
         assert!(*kib / 1024 < plan.max_rss_mib, "node {i} peaked at {} MiB RSS", kib / 1024);
     }
+    // Every node holds the same state; the leader also held the paused follower's backlog, which
+    // must cost it little: before the byte bound, one replication read loaded up to 300 entries
+    // of 4 MiB.
+    assert!(
+        hwm[leader] / 1024 < hwm[live] / 1024 + BACKLOG_MIB,
+        "the leader peaked at {} MiB RSS, the live follower at {} MiB",
+        hwm[leader] / 1024,
+        hwm[live] / 1024
+    );
 }
 
-/// 64 MiB: 64 writes of 1 MiB from 8 writers.
+/// 64 MiB: 64 writes of 1 MiB from 8 writers (measured: about 240 MiB peak RSS per node).
 #[tokio::test]
 async fn large_values_with_a_paused_follower_keep_the_leader() {
     run(Plan { writes: 64, writers: 8, max_rss_mib: 384, max_catch_up: Duration::from_secs(30) }).await;
 }
 
-/// 320 MiB: 320 writes of 1 MiB from 8 writers. Run with `--ignored --nocapture`.
+/// 320 MiB: 320 writes of 1 MiB from 8 writers. Run with `--ignored --nocapture`. Each node's
+/// memory grows with the state it holds (measured: about 750 MiB peak on every node, paused or
+/// not, sled's cache holding the values), hence the 1 GiB bound; the leader's own cost of the
+/// backlog is bounded separately.
 #[tokio::test]
 #[ignore = "writes 320 MiB through a three-node region (about a minute)"]
 async fn many_large_values_with_a_paused_follower_keep_the_leader() {
-    run(Plan { writes: 320, writers: 8, max_rss_mib: 512, max_catch_up: Duration::from_secs(120) }).await;
+    run(Plan { writes: 320, writers: 8, max_rss_mib: 1024, max_catch_up: Duration::from_secs(120) }).await;
 }
