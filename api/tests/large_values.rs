@@ -37,6 +37,8 @@ fn value_for(key: &str) -> Vec<u8> {
 
 /// Leader and term as seen by a node, with its state name.
 type View = (u64, u64, String);
+/// One poll: time since polling began, node index, whether the follower was resumed yet, view.
+type Poll = (Duration, usize, bool, Option<View>);
 
 async fn run(plan: Plan) {
     let region = Region::start(3, &[]);
@@ -52,8 +54,7 @@ async fn run(plan: Plan) {
     // memory.
     let stop = Arc::new(AtomicBool::new(false));
     let resumed_flag = Arc::new(AtomicBool::new(false));
-    // (time, node, resumed yet, view)
-    let views: Arc<Mutex<Vec<(Duration, usize, bool, Option<View>)>>> = Arc::default();
+    let views: Arc<Mutex<Vec<Poll>>> = Arc::default();
     let peak_rss: Arc<Mutex<[u64; 3]>> = Arc::default();
     let poller = {
         let (stop, resumed, views, peak_rss) = (stop.clone(), resumed_flag.clone(), views.clone(), peak_rss.clone());
