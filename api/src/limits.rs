@@ -13,6 +13,9 @@ pub const MIN_MAX_REQUEST_BYTES: usize = 1024 * 1024 + 64 * 1024;
 /// Largest `--max-request-bytes`.
 pub const MAX_MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
 
+// Raft messages between nodes are sized for commands of at most this size.
+const _: () = assert!(MAX_MAX_REQUEST_BYTES <= ledge_consensus::MAX_COMMAND_BYTES);
+
 /// Request size limits (key ≤ 4 KiB, value ≤ 1 MiB, batch ≤ 1,000 operations, whole request ≤
 /// `--max-request-bytes`).
 #[derive(Debug, Clone, Copy)]

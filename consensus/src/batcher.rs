@@ -25,8 +25,10 @@ use crate::Error;
 
 /// Most commands in one proposal.
 pub const MAX_COMMANDS: usize = 4096;
-/// Most bytes of commands in one proposal (a single larger command travels alone).
-pub const MAX_PROPOSAL_BYTES: usize = 4 * 1024 * 1024;
+/// Most bytes of commands in one proposal (a single larger command travels alone). One entry
+/// must cross to a follower within a heartbeat (openraft 0.9's AppendEntries timeout), so it
+/// stays small; 1 MiB still holds thousands of typical writes.
+pub const MAX_PROPOSAL_BYTES: usize = 1024 * 1024;
 /// Most proposals in flight at once.
 pub const MAX_IN_FLIGHT: usize = 4;
 /// Most writes waiting for a proposal; more are refused as backpressure.

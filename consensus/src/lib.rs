@@ -24,7 +24,10 @@ mod service;
 pub use batcher::{MAX_COMMANDS, MAX_IN_FLIGHT, MAX_PROPOSAL_BYTES, MAX_QUEUED};
 pub use error::Error;
 pub use ledge_store::{Command, NodeId, Request, RequestId, Response, TypeConfig};
-pub use network::{never_sent, Connection, Dialer, Network, QuorumAge, TcpDialer, MAX_MESSAGE_BYTES};
+pub use network::{
+    never_sent, rpc_timeout, Connection, Dialer, Network, QuorumAge, TcpDialer, MAX_APPEND_BYTES, MAX_COMMAND_BYTES,
+    MAX_ENTRY_BYTES, MAX_MESSAGE_BYTES,
+};
 pub use node::{resolve_node_id, Node, NodeOptions, RaftTuning, Status};
 pub use peer::{MembershipChange, Peers};
 pub use reads::MAX_QUEUED_READS;

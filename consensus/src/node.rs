@@ -14,11 +14,24 @@ use openraft::{BasicNode, Raft, RaftMetrics, ServerState, SnapshotPolicy};
 use ledge_store::{self as store, Log, NodeId, StateMachine, TypeConfig};
 
 use crate::batcher::Batcher;
-use crate::network::{Dialer, Network, QuorumAge};
+use crate::network::{Dialer, Network, QuorumAge, MAX_APPEND_BYTES};
 use crate::peer::Peers;
 use crate::reads::Reads;
 use crate::service::{Freshness, RaftService};
 use crate::Error;
+
+/// Most entries in one `AppendEntries` (openraft's default, set here to be explicit).
+pub const MAX_PAYLOAD_ENTRIES: u64 = 300;
+/// Bytes of snapshot data per `InstallSnapshot` chunk (openraft's default, 3 MiB).
+pub const SNAPSHOT_CHUNK_BYTES: u64 = 3 * 1024 * 1024;
+/// Deadline for sending one snapshot chunk, and for sending the last chunk and installing the
+/// snapshot.
+pub const INSTALL_SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(10);
+
+const _: () = assert!(
+    SNAPSHOT_CHUNK_BYTES as usize + 64 * 1024 <= crate::network::MAX_MESSAGE_BYTES,
+    "a snapshot chunk must fit a Raft message"
+);
 
 /// Raft timing and log-retention settings.
 #[derive(Debug, Clone)]
@@ -187,7 +200,9 @@ impl Node {
     /// `bootstrap_expect` is 1; otherwise it forms or joins the region through its seeds in the
     /// background. A restarted node needs no call.
     pub async fn start(opts: NodeOptions, id: NodeId, dialer: Arc<dyn Dialer>) -> Result<Self, Error> {
-        let log_options = store::LogOptions { flush: opts.flush, ..Default::default() };
+        // Replication reads stop at the same byte budget as an `AppendEntries` (see network.rs).
+        let log_options =
+            store::LogOptions { flush: opts.flush, max_read_bytes: MAX_APPEND_BYTES as u64, ..Default::default() };
         let (db, log, sm) = store::open_with(&opts.data_dir, log_options)?;
         let config = openraft::Config {
             cluster_name: "ledge".into(),
@@ -197,6 +212,15 @@ impl Node {
             // Snapshots are triggered by `snapshots` below, by entries, bytes and time.
             snapshot_policy: SnapshotPolicy::Never,
             max_in_snapshot_log_to_keep: opts.raft.keep_after_snapshot,
+            // Entries per AppendEntries; the log reader and the network also cut a request at
+            // MAX_APPEND_BYTES, so this only bounds requests of many small entries.
+            max_payload_entries: MAX_PAYLOAD_ENTRIES,
+            // Snapshot chunks: well inside MAX_MESSAGE_BYTES, and quick to cross.
+            snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
+            // Per snapshot chunk, and for the last one also the follower's install of the whole
+            // snapshot, which takes seconds for a state of hundreds of MiB (openraft's default is
+            // 200 ms).
+            install_snapshot_timeout: INSTALL_SNAPSHOT_TIMEOUT.as_millis() as u64,
             ..Default::default()
         };
         let config = Arc::new(config.validate().map_err(|e| Error::InvalidInput(format!("raft config: {e}")))?);

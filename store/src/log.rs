@@ -147,6 +147,12 @@ impl RaftLogReader<TypeConfig> for Log {
         };
         self.wal.read(start, end).map_err(read_err)
     }
+
+    /// Replication's read: stops at [`LogOptions::max_read_bytes`] (at least one entry), so a
+    /// leader never loads `max_payload_entries` multi-megabyte entries to send a few of them.
+    async fn limited_get_log_entries(&mut self, start: u64, end: u64) -> Result<Vec<Entry<TypeConfig>>, StorageError> {
+        self.wal.read_limited(start, end).map_err(read_err)
+    }
 }
 
 impl RaftLogStorage<TypeConfig> for Log {

@@ -10,7 +10,7 @@ impl StoreBuilder<TypeConfig, Log, StateMachine, tempfile::TempDir> for Builder 
     async fn build(&self) -> Result<(tempfile::TempDir, Log, StateMachine), StorageError> {
         let dir = tempfile::tempdir().expect("temp dir");
         // Small segments, so that the suite's purges and truncations cross segment boundaries.
-        let opts = LogOptions { segment_bytes: 256, cache_bytes: 512, flush: self.0 };
+        let opts = LogOptions { segment_bytes: 256, cache_bytes: 512, flush: self.0, ..LogOptions::default() };
         let (_db, log, sm) = ledge_store::open_with(dir.path(), opts).expect("open store");
         Ok((dir, log, sm))
     }

@@ -35,6 +35,25 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
 
+/// The status of the node at `addr` over the raw protocol, if it answers within 2 s.
+pub async fn raw_status_at(addr: &str) -> Option<ledge_proto::v1::StatusResponse> {
+    let mut admin = ledge_proto::v1::admin_client::AdminClient::connect(format!("http://{addr}")).await.ok()?;
+    let mut req = tonic::Request::new(ledge_proto::v1::StatusRequest {});
+    req.set_timeout(Duration::from_secs(2));
+    admin.status(req).await.ok().map(|r| r.into_inner())
+}
+
+/// A process's resident memory now and at its peak (`VmRSS`, `VmHWM` in `/proc/PID/status`),
+/// in KiB.
+pub fn memory_kib(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| -> Option<u64> {
+        let line = status.lines().find(|l| l.starts_with(name))?;
+        line[name.len()..].trim().trim_end_matches("kB").trim().parse().ok()
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
 /// One `ledged` process and its data dir.
 pub struct Node {
     pub dir: PathBuf,
@@ -124,11 +143,17 @@ impl Node {
 
     /// The node's status over the raw protocol (fields the client library does not surface).
     pub async fn raw_status(&self) -> Option<ledge_proto::v1::StatusResponse> {
-        let mut admin =
-            ledge_proto::v1::admin_client::AdminClient::connect(format!("http://{}", self.addr)).await.ok()?;
-        let mut req = tonic::Request::new(ledge_proto::v1::StatusRequest {});
-        req.set_timeout(Duration::from_secs(2));
-        admin.status(req).await.ok().map(|r| r.into_inner())
+        raw_status_at(&self.addr).await
+    }
+
+    /// The process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The process's resident memory now and at its peak (`VmRSS`, `VmHWM`), in KiB.
+    pub fn memory_kib(&self) -> Option<(u64, u64)> {
+        memory_kib(self.pid()?)
     }
 
     /// A client connected to this node.

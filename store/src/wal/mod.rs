@@ -66,11 +66,15 @@ pub struct LogOptions {
     pub cache_bytes: usize,
     /// Where appends are written and synced.
     pub flush: FlushPolicy,
+    /// Most bytes (as encoded) of entries one replication read returns, past the first entry
+    /// (default 2 MiB): openraft asks for up to `max_payload_entries` entries at a time, and
+    /// entries can each hold megabytes, so the read stops at a byte budget instead.
+    pub max_read_bytes: u64,
 }
 
 impl Default for LogOptions {
     fn default() -> Self {
-        Self { segment_bytes: 64 << 20, cache_bytes: 16 << 20, flush: FlushPolicy::Background }
+        Self { segment_bytes: 64 << 20, cache_bytes: 16 << 20, flush: FlushPolicy::Background, max_read_bytes: 2 << 20 }
     }
 }
 
@@ -671,6 +675,29 @@ impl Wal {
     /// Data syncs of segment files so far (for tests and metrics).
     pub(crate) fn syncs(&self) -> u64 {
         self.shared().syncs.load(Ordering::Relaxed)
+    }
+
+    /// The longest run of live entries from `start` (below `end`) whose records total at most
+    /// the log's `max_read_bytes`, and at least one entry: what replication reads at a time.
+    pub(crate) fn read_limited(&self, start: u64, end: u64) -> Result<Vec<Entry<TypeConfig>>, Error> {
+        let shared = self.shared();
+        let budget = shared.opts.max_read_bytes;
+        let end = {
+            let state = shared.read();
+            let mut stop = start.max(state.first);
+            let end = end.min(state.next());
+            let mut total = 0u64;
+            while stop < end {
+                let Some(loc) = state.locs.get((stop - state.first) as usize) else { break };
+                total += u64::from(loc.len);
+                if total > budget && stop > start.max(state.first) {
+                    break;
+                }
+                stop += 1;
+            }
+            stop
+        };
+        self.read(start, end)
     }
 
     /// The live entries with indexes in `start..end`, from the tail cache or the segments.

@@ -33,7 +33,7 @@ fn same(a: &Entry<TypeConfig>, b: &Entry<TypeConfig>) -> bool {
 }
 
 fn opts(segment_bytes: u64, flush: FlushPolicy) -> LogOptions {
-    LogOptions { segment_bytes, cache_bytes: 1024, flush }
+    LogOptions { segment_bytes, cache_bytes: 1024, flush, ..LogOptions::default() }
 }
 
 fn open(dir: &Path, flush: FlushPolicy) -> Wal {
@@ -134,8 +134,8 @@ fn entries_survive_a_reopen_across_segments() {
 fn appends_are_readable_before_they_are_durable() {
     let dir = tempfile::tempdir().unwrap();
     // No cache budget at all: unwritten entries stay pinned in the cache until written.
-    let wal = Wal::open(dir.path(), LogOptions { segment_bytes: 256, cache_bytes: 0, flush: FlushPolicy::Background })
-        .unwrap();
+    let wal =
+        Wal::open(dir.path(), LogOptions { segment_bytes: 256, cache_bytes: 0, ..LogOptions::default() }).unwrap();
     let (tx, rx) = mpsc::channel();
     for i in 1..=200 {
         let tx = tx.clone();
@@ -610,7 +610,8 @@ fn a_failed_write_completes_with_the_error_and_so_does_everything_after() {
         let dir = tempfile::tempdir().unwrap();
         let wal_dir = dir.path().join("raft");
         // Every append starts a new segment.
-        let wal = Wal::open(&wal_dir, LogOptions { segment_bytes: 1, cache_bytes: 0, flush }).unwrap();
+        let wal = Wal::open(&wal_dir, LogOptions { segment_bytes: 1, cache_bytes: 0, flush, ..LogOptions::default() })
+            .unwrap();
         append_result(&wal, vec![ent(1, 1)]).unwrap();
         std::fs::remove_dir_all(&wal_dir).unwrap();
         assert!(append_result(&wal, vec![ent(1, 2)]).is_err(), "creating a segment fails");
@@ -618,4 +619,31 @@ fn a_failed_write_completes_with_the_error_and_so_does_everything_after() {
         assert!(append_result(&wal, vec![ent(1, 3)]).is_err(), "the log accepts no writes after a failure");
         assert!(block(wal.save_vote(Vote::new(1, 1))).is_err());
     }
+}
+
+#[test]
+fn replication_reads_stop_at_the_byte_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    // A budget of about three small records; segments and cache small so both paths are read.
+    let options = LogOptions { segment_bytes: 512, cache_bytes: 256, max_read_bytes: 300, ..LogOptions::default() };
+    let wal = Wal::open(dir.path(), options).unwrap();
+    append_range(&wal, 1, 1..=60);
+    let mut start = 1;
+    while start <= 60 {
+        let got = wal.read_limited(start, 61).unwrap();
+        assert!(!got.is_empty(), "at least one entry from {start}");
+        let bytes: usize = got.iter().map(|e| encode(e).unwrap().len() + 8).sum();
+        assert!(got.len() == 1 || bytes <= 300, "{} entries of {bytes} bytes from {start}", got.len());
+        for (k, e) in got.iter().enumerate() {
+            assert!(same(e, &ent(1, start + k as u64)));
+        }
+        // The next entry would not have fit.
+        if let Some(next) = wal.read(start + got.len() as u64, start + got.len() as u64 + 1).unwrap().first() {
+            assert!(bytes + encode(next).unwrap().len() + 8 > 300);
+        }
+        start += got.len() as u64;
+    }
+    // The end of the range still bounds the read.
+    assert_eq!(wal.read_limited(5, 6).unwrap().len(), 1);
+    assert!(wal.read_limited(61, 70).unwrap().is_empty());
 }
