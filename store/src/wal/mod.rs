@@ -158,6 +158,21 @@ impl State {
     }
 
     /// Drops cached entries up to `index`, inclusive.
+    /// Forgets the segments all of whose entries are at or below `purged` (`next` is the index
+    /// after the last entry); returns their first indexes, for the caller to delete the files.
+    fn drop_purged_segments(&mut self, purged: u64, next: u64) -> Vec<u64> {
+        let mut remove = Vec::new();
+        while let Some(seg) = self.segments.first() {
+            let end = self.segments.get(1).map_or(next, |s| s.first);
+            if end > purged.saturating_add(1) {
+                break;
+            }
+            remove.push(seg.first);
+            self.segments.remove(0);
+        }
+        remove
+    }
+
     fn uncache_upto(&mut self, index: u64) {
         while self.cache.front().is_some_and(|c| c.entry.log_id.index <= index) {
             if let Some(c) = self.cache.pop_front() {
@@ -621,15 +636,7 @@ impl Wal {
                 Some(l) => l.log_id.index,
                 None => log_id.index.saturating_add(1),
             };
-            let mut remove = Vec::new();
-            while let Some(seg) = state.segments.first() {
-                let end = state.segments.get(1).map_or(next, |s| s.first);
-                if end > log_id.index.saturating_add(1) {
-                    break;
-                }
-                remove.push(seg.first);
-                state.segments.remove(0);
-            }
+            let remove = state.drop_purged_segments(log_id.index, next);
             Ok(Some(Op::Purge { meta: state.meta_to_persist(), remove }))
         })
         .await

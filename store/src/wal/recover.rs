@@ -64,15 +64,7 @@ pub(super) fn recover(dir: &Path, opts: &LogOptions, meta: Meta) -> Result<State
             state.locs.pop_front();
         }
         state.uncache_upto(purged.index);
-        let mut remove = Vec::new();
-        while let Some(seg) = state.segments.first() {
-            let end = state.segments.get(1).map_or(next, |s| s.first);
-            if end > purged.index.saturating_add(1) {
-                break;
-            }
-            remove.push(seg.first);
-            state.segments.remove(0);
-        }
+        let remove = state.drop_purged_segments(purged.index, next);
         segment::remove_segments(dir, &remove)?;
         match state.locs.front() {
             Some(l) if l.log_id.index > purged.index.saturating_add(1) => {
