@@ -15,9 +15,10 @@ use crate::Error;
 /// Bytes before the payload: length and checksum.
 pub(crate) const HEADER_LEN: u64 = 8;
 
-/// The largest payload a record may have (64 MiB). Larger appends are refused, larger length
-/// headers on disk are corruption.
-pub(crate) const MAX_PAYLOAD: u64 = 64 << 20;
+/// The largest payload a record may have (80 MiB: one Raft entry holds at most a 1 MiB batch plus
+/// one command of the largest `--max-request-bytes`, 64 MiB, with room to spare). Larger appends
+/// are refused, larger length headers on disk are corruption.
+pub(crate) const MAX_PAYLOAD: u64 = 80 << 20;
 
 /// Encodes `entry` as one record appended to `out`; returns the record's length in bytes.
 pub(crate) fn encode_into(entry: &Entry<TypeConfig>, out: &mut Vec<u8>) -> Result<u32, Error> {
