@@ -201,7 +201,14 @@ fn decode(bytes: &[u8]) -> Option<u64> {
 }
 
 impl RegisterWorkload {
-    async fn one(&self, kv: &mut KvClient<Channel>, key: &str, op: RegisterOp) -> Result<RegisterRet, Outcome> {
+    /// Runs `op`; writes carry `id` (a request id), so that resending one is safe.
+    async fn one(
+        &self,
+        kv: &mut KvClient<Channel>,
+        key: &str,
+        op: RegisterOp,
+        id: Option<pb::RequestId>,
+    ) -> Result<RegisterRet, Outcome> {
         let d = self.deadline;
         match op {
             RegisterOp::Read => {
@@ -216,6 +223,7 @@ impl RegisterWorkload {
                 let req = pb::PutRequest {
                     key: key.as_bytes().to_vec(),
                     value: v.to_string().into_bytes(),
+                    request_id: id,
                     ..Default::default()
                 };
                 call(d, kv.put(request(req, d))).await?;
@@ -236,7 +244,7 @@ impl RegisterWorkload {
                             value: new.to_string().into_bytes(),
                         })),
                     }],
-                    request_id: None,
+                    request_id: id,
                 };
                 let reply = call(d, kv.batch(request(req, d))).await?;
                 Ok(RegisterRet::CasOk(reply.succeeded))
@@ -269,7 +277,22 @@ impl Workload for RegisterWorkload {
                 };
                 let (host, kv) = &mut clients[rng.gen_range(0..ctx.hosts.len())];
                 let id = ctx.history.invoke(ctx.id, &key, host, op, turmoil::elapsed());
-                let result = me.one(kv, &key, op).await;
+                // Writes carry a request id: a write whose outcome is unknown (a connection lost
+                // mid-call, a deadline) is resent once, on another node, with the same id. The
+                // region answers it with the first outcome, so a success here is the first
+                // attempt's; had the region applied it twice, a CAS would report a failure for
+                // a write that took effect and the checker would see it.
+                let request_id = match op {
+                    RegisterOp::Read => None,
+                    _ => Some(pb::RequestId { client_id: ctx.id as u64 + 1, sequence: counter }),
+                };
+                let mut result = me.one(kv, &key, op, request_id).await;
+                if request_id.is_some() && matches!(result, Err(Outcome::Unknown(_))) && turmoil::elapsed() < ctx.end {
+                    let (_, kv) = &mut clients[rng.gen_range(0..ctx.hosts.len())];
+                    if let Ok(ret) = me.one(kv, &key, op, request_id).await {
+                        result = Ok(ret);
+                    }
+                }
                 match result {
                     Ok(ret) => {
                         match (op, ret) {
