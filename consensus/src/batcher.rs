@@ -9,8 +9,8 @@
 //! the load and a lone write waits for nobody.
 //!
 //! Each command of the entry is applied with its own revision and its own outcome, which goes
-//! back to the writer that queued it. Catalog changes are proposed on their own (see
-//! `ledge_store`'s apply rules).
+//! back to the writer that queued it. Catalog changes queue here too but are proposed on their
+//! own (see `ledge_store`'s apply rules).
 
 use std::sync::Arc;
 
@@ -18,7 +18,7 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::Raft;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use ledge_store::{Outcome, Proposal, Request, TypeConfig};
+use ledge_store::{Command, Outcome, Proposal, Request, TypeConfig};
 
 use crate::request::not_leader;
 use crate::Error;
@@ -71,15 +71,35 @@ impl Batcher {
     }
 }
 
+/// Whether a queued write may share a proposal with others: batches may, catalog changes are
+/// proposed alone (the state machine rejects them in a larger proposal).
+fn shares(p: &Pending) -> bool {
+    matches!(p.request.command, Command::Batch { .. })
+}
+
 async fn run(raft: Raft<TypeConfig>, mut rx: mpsc::Receiver<Pending>) {
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-    while let Some(first) = rx.recv().await {
+    // A catalog change met while gathering a batch; it is proposed next, on its own.
+    let mut held: Option<Pending> = None;
+    loop {
+        let first = match held.take() {
+            Some(p) => p,
+            None => match rx.recv().await {
+                Some(p) => p,
+                None => break,
+            },
+        };
         // Waiting for a slot here is what lets the next batch grow while proposals are in flight.
         let Ok(slot) = slots.clone().acquire_owned().await else { break };
+        let alone = !shares(&first);
         let mut bytes = first.size;
         let mut batch = vec![first];
-        while batch.len() < MAX_COMMANDS && bytes < MAX_PROPOSAL_BYTES {
+        while !alone && batch.len() < MAX_COMMANDS && bytes < MAX_PROPOSAL_BYTES {
             match rx.try_recv() {
+                Ok(next) if !shares(&next) => {
+                    held = Some(next);
+                    break;
+                }
                 Ok(next) => {
                     bytes += next.size;
                     batch.push(next);
@@ -124,7 +144,7 @@ fn answer_all(replies: Vec<Reply>, e: Error) {
 
 /// Maps a `client_write` failure: refusals before the entry entered the log are clean
 /// (`NotLeader`, `Unavailable`); a fatal error may come after it did, so the outcome is unknown.
-pub(crate) fn write_error(e: RaftError<u64, ClientWriteError<u64, openraft::BasicNode>>) -> Error {
+fn write_error(e: RaftError<u64, ClientWriteError<u64, openraft::BasicNode>>) -> Error {
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => not_leader(f),
         RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => Error::Unavailable(e.to_string()),

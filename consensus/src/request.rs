@@ -15,9 +15,7 @@ use openraft::error::ForwardToLeader;
 use openraft::{BasicNode, ServerState};
 use tokio::time::Instant;
 
-use ledge_store::{Command, NodeId, Proposal, Request, Response};
-
-use crate::batcher::write_error;
+use ledge_store::{Command, NodeId, Request, Response};
 
 use crate::{Error, Node};
 
@@ -85,32 +83,19 @@ impl Node {
         }
     }
 
-    /// Proposes `request` if this node is the leader: batches join the leader's next proposal,
-    /// catalog changes are proposed on their own.
+    /// Proposes `request` if this node is the leader, through the leader's batcher.
     pub(crate) async fn write_local(&self, request: Request, deadline: Instant) -> Result<(u64, Response), Error> {
         self.check_quorum()?;
         let timeout = remaining(deadline);
-        let unknown = || {
-            Error::Indeterminate(format!("write not confirmed by a quorum within {timeout:?}; it may still be applied"))
-        };
-        let outcome = if matches!(request.command, Command::Batch { .. }) {
-            let rx = self.batcher().submit(request)?;
-            match tokio::time::timeout(timeout, rx).await {
-                Err(_) => return Err(unknown()),
-                Ok(Err(_)) => return Err(Error::Indeterminate("the write's proposal was abandoned".into())),
-                Ok(Ok(result)) => result?,
+        let rx = self.batcher().submit(request)?;
+        let outcome = match tokio::time::timeout(timeout, rx).await {
+            Err(_) => {
+                return Err(Error::Indeterminate(format!(
+                    "write not confirmed by a quorum within {timeout:?}; it may still be applied"
+                )))
             }
-        } else {
-            match tokio::time::timeout(timeout, self.raft().client_write(Proposal(vec![request]))).await {
-                Err(_) => return Err(unknown()),
-                Ok(Err(e)) => return Err(write_error(e)),
-                Ok(Ok(reply)) => reply
-                    .data
-                    .0
-                    .into_iter()
-                    .next()
-                    .ok_or_else(|| Error::Fatal("a proposal of one command was applied with no result".into()))?,
-            }
+            Ok(Err(_)) => return Err(Error::Indeterminate("the write's proposal was abandoned".into())),
+            Ok(Ok(result)) => result?,
         };
         match outcome.response {
             Response::Rejected(e) => Err(Error::Rejected(e)),
