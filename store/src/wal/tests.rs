@@ -75,6 +75,15 @@ fn segments(dir: &Path) -> Vec<u64> {
     segment::list_segments(dir).unwrap()
 }
 
+/// Writes entries 1..=30 into a closed log in `dir`; returns its segments.
+fn thirty_entries(dir: &Path) -> Vec<u64> {
+    {
+        let wal = open(dir, FlushPolicy::Inline);
+        append(&wal, (1..=30).map(|i| ent(1, i)).collect());
+    }
+    segments(dir)
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     for item in std::fs::read_dir(from).unwrap() {
         let item = item.unwrap();
@@ -335,11 +344,7 @@ fn oversized_length_header_is_corrupt_without_allocating() {
 #[test]
 fn missing_middle_segment_is_a_gap() {
     let dir = tempfile::tempdir().unwrap();
-    {
-        let wal = open(dir.path(), FlushPolicy::Inline);
-        append(&wal, (1..=30).map(|i| ent(1, i)).collect());
-    }
-    let segs = segments(dir.path());
+    let segs = thirty_entries(dir.path());
     std::fs::remove_file(dir.path().join(segment::segment_name(segs[1]))).unwrap();
     assert!(matches!(Wal::open(dir.path(), opts(512, FlushPolicy::Inline)), Err(Error::Corrupt(_))));
 }
@@ -427,11 +432,7 @@ fn truncate_and_purge_across_segments() {
 #[test]
 fn interrupted_purge_is_finished_at_open() {
     let dir = tempfile::tempdir().unwrap();
-    {
-        let wal = open(dir.path(), FlushPolicy::Inline);
-        append(&wal, (1..=30).map(|i| ent(1, i)).collect());
-    }
-    let segs = segments(dir.path());
+    let segs = thirty_entries(dir.path());
     // The purge point persisted, the segments not yet removed.
     segment::write_meta(dir.path(), &Meta { last_purged: Some(log_id(1, segs[2] - 1)), ..Meta::default() }).unwrap();
     let wal = open(dir.path(), FlushPolicy::Inline);
