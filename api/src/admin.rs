@@ -9,7 +9,8 @@ use ledge_consensus::{Dialer, MembershipChange, Node};
 use ledge_proto::v1 as pb;
 use ledge_proto::v1::admin_client::AdminClient;
 use ledge_proto::v1::admin_server::Admin;
-use ledge_store::{Command, Mode, Scope};
+use ledge_store::budget::DIGEST_TREE_BYTES;
+use ledge_store::{Command, Mode, Part, Scope};
 
 use crate::convert;
 use crate::deadline;
@@ -30,6 +31,46 @@ pub struct AdminService {
 const FORWARDED: &str = "ledge-forwarded";
 
 impl AdminService {
+    /// Each part of the memory budget: its share and, where it is counted, what it holds.
+    fn memory(&self) -> Vec<pb::MemoryPart> {
+        let budget = self.node.memory();
+        Part::ALL
+            .iter()
+            .map(|part| pb::MemoryPart {
+                name: part.name().to_string(),
+                limit_bytes: budget.share(*part),
+                used_bytes: match part {
+                    Part::LogCache => Some(self.node.log_cache_bytes()),
+                    _ => self.node.usage().get(*part),
+                },
+            })
+            .collect()
+    }
+
+    /// Refuses a new eventual keyspace whose hash tree would not fit the `digests` share of
+    /// this node's memory budget.
+    fn room_for_eventual(&self, name: &str) -> Result<(), Status> {
+        let keyspaces = self.node.state().keyspaces().map_err(convert::store_status)?;
+        if keyspaces.iter().any(|k| k.name == name) {
+            return Ok(()); // an existing keyspace: the write answers AlreadyExists or is a no-op
+        }
+        let eventual = keyspaces.iter().filter(|k| k.mode == Mode::Eventual).count() as u64;
+        let share = self.node.memory().share(Part::Digests);
+        if (eventual + 1) * DIGEST_TREE_BYTES > share {
+            return Err(Status::resource_exhausted(format!(
+                "eventual keyspace {name:?} does not fit the memory budget: {eventual} eventual keyspaces already use \
+                 {} of the {share} bytes set aside for their hash trees ({DIGEST_TREE_BYTES} each); raise --memory-mb",
+                eventual * DIGEST_TREE_BYTES
+            )));
+        }
+        Ok(())
+    }
+
+    fn disk(&self) -> pb::DiskUsage {
+        let disk = self.node.disk_usage();
+        pb::DiskUsage { log_bytes: disk.log, db_bytes: disk.db, snapshot_bytes: disk.snapshots }
+    }
+
     /// A service over `node` and its eventual replicas, which belongs to `region` and has
     /// `role`; `dialer` reaches the leader for requests only it can answer fully.
     pub fn new(
@@ -80,6 +121,9 @@ impl Admin for AdminService {
         let scope = convert::scope(req.scope)?;
         if mode == Mode::Strong && scope == Scope::Global {
             return Err(Status::invalid_argument("scope global is for eventual keyspaces only"));
+        }
+        if mode == Mode::Eventual {
+            self.room_for_eventual(&name)?;
         }
         let cmd = Command::CreateKeyspace { name, mode, scope, if_not_exists: req.if_not_exists };
         match self.node.write_until(ledge_store::Request::new(cmd), deadline).await.map_err(convert::status)? {
@@ -156,6 +200,10 @@ impl Admin for AdminService {
             stable_hlc: convert::hlc_opt(eventual.stable),
             clock_drift_rejections: eventual.drift_rejections,
             sync_links: self.replication.link_status(),
+            memory_budget_bytes: self.node.memory().total(),
+            memory: self.memory(),
+            rss_bytes: ledge_store::rss_bytes(),
+            disk: Some(self.disk()),
         }))
     }
 

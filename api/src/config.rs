@@ -83,6 +83,10 @@ pub struct Args {
     /// refused with RESOURCE_EXHAUSTED [default: 4194304].
     #[arg(long, env = "LEDGE_MAX_REQUEST_BYTES")]
     pub max_request_bytes: Option<usize>,
+    /// Memory budget of the node in MiB, split between sled's cache, the Raft log's tail,
+    /// queued writes, the watch feed and eventual hash trees [default: 64].
+    #[arg(long, env = "LEDGE_MEMORY_MB")]
+    pub memory_mb: Option<u64>,
 }
 
 /// A node's role.
@@ -130,6 +134,7 @@ struct File {
     sync_log_keep: Option<u64>,
     max_clock_drift_ms: Option<u64>,
     max_request_bytes: Option<usize>,
+    memory_mb: Option<u64>,
 }
 
 /// Resolved node configuration.
@@ -177,6 +182,8 @@ pub struct Config {
     pub max_clock_drift_ms: u64,
     /// Largest client request in bytes.
     pub max_request_bytes: usize,
+    /// Memory budget.
+    pub memory: ledge_store::MemoryBudget,
 }
 
 impl Config {
@@ -237,6 +244,9 @@ impl Config {
                 crate::limits::MAX_MAX_REQUEST_BYTES
             ));
         }
+        let memory = ledge_store::MemoryBudget::from_mb(
+            args.memory_mb.or(file.memory_mb).unwrap_or(ledge_store::budget::DEFAULT_MEMORY_MB),
+        )?;
         let request_timeout_ms = args.request_timeout_ms.or(file.request_timeout_ms).unwrap_or(5_000);
         if request_timeout_ms == 0 {
             return Err("--request-timeout-ms must be positive".into());
@@ -266,6 +276,7 @@ impl Config {
             sync_log_keep: args.sync_log_keep.or(file.sync_log_keep).unwrap_or(100_000),
             max_clock_drift_ms,
             max_request_bytes,
+            memory,
         })
     }
 }

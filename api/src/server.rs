@@ -137,6 +137,7 @@ where
         max_voters: config.max_voters,
         unsafe_local_reads: env.unsafe_local_reads,
         flush: env.flush,
+        memory: config.memory,
         request_timeout: Duration::from_millis(config.request_timeout_ms),
         raft: RaftTuning {
             heartbeat: Duration::from_millis(config.heartbeat_ms),
@@ -150,7 +151,7 @@ where
     let node = Node::start(opts, id, env.dialer.clone()).await?;
     tracing::info!(node = id, region = %config.region, data_dir = %config.data_dir.display(), "node started");
     let (stop, mut stopped) = tokio::sync::watch::channel(false);
-    let store = ledge_store::Eventual::open_on(node.state().disk())?;
+    let store = ledge_store::Eventual::open_counted(node.state().disk(), node.usage().clone())?;
     let max_drift = Duration::from_millis(config.max_clock_drift_ms);
     let replica = Replica::open(store, node.state().clone(), id, clock, max_drift)?;
     replica.set_unsafe_drop_first_merge(env.unsafe_drop_first_merge);

@@ -5,8 +5,9 @@
 //! sends the current state of the watched range as one snapshot message and continues after it.
 //! Then it follows changes as they are applied. The subscription to applied changes is taken
 //! before the catch-up, so nothing falls between the two; a revision already sent is never sent
-//! again. When the live feed falls behind (a slow watcher), the stream catches up from the change
-//! log again rather than dropping anything.
+//! again. When the live feed falls behind (a slow watcher), or left a change out to stay within
+//! the node's memory budget, the stream catches up from the change log again rather than
+//! dropping anything.
 
 use std::sync::Arc;
 
@@ -16,7 +17,7 @@ use tonic::Status;
 
 use ledge_consensus::Node;
 use ledge_proto::v1 as pb;
-use ledge_store::{keycode, Change, StateMachine};
+use ledge_store::{keycode, Change, Fed, StateMachine};
 
 use crate::convert;
 
@@ -121,7 +122,7 @@ async fn run(sm: StateMachine, filter: Filter, from: u64, tx: &Sender) -> Result
         return Ok(());
     }
     loop {
-        let change: Arc<Change> = match live.recv().await {
+        let fed: Arc<Fed> = match live.recv().await {
             Ok(c) => c,
             Err(broadcast::error::RecvError::Lagged(_)) => {
                 if catch_up(&sm, &filter, &mut next, tx).await.is_err() {
@@ -131,7 +132,15 @@ async fn run(sm: StateMachine, filter: Filter, from: u64, tx: &Sender) -> Result
             }
             Err(broadcast::error::RecvError::Closed) => return Ok(()),
         };
+        let change = fed.change();
         if change.revision < next {
+            continue;
+        }
+        // Left out of the feed to stay within the memory budget: the change log has it.
+        if fed.elided() {
+            if catch_up(&sm, &filter, &mut next, tx).await.is_err() {
+                return Ok(());
+            }
             continue;
         }
         // A snapshot installed under us replaces history: resume from the change log.
@@ -142,7 +151,7 @@ async fn run(sm: StateMachine, filter: Filter, from: u64, tx: &Sender) -> Result
             continue;
         }
         next = change.revision + 1;
-        if let Some(msg) = filter.message(&change) {
+        if let Some(msg) = filter.message(change) {
             if send(tx, msg).await.is_err() {
                 return Ok(());
             }

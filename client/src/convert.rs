@@ -10,9 +10,9 @@ use std::time::Duration;
 use ledge_proto::v1 as pb;
 
 use crate::{
-    AsOf, BatchResult, Condition, Consistency, DeleteResult, Error, EventKind, GetResult, Hlc, IncrementResult,
-    KeyValue, Keyspace, Member, Mode, NodeStatus, Op, PutResult, ReadOptions, Result, ScanOptions, ScanPage, Scope,
-    SetResult, ValueKind, WatchEvent, WatchMessage, WatchOptions, WriteLevel,
+    AsOf, BatchResult, Condition, Consistency, DeleteResult, DiskUsage, Error, EventKind, GetResult, Hlc,
+    IncrementResult, KeyValue, Keyspace, Member, MemoryPart, Mode, NodeStatus, Op, PutResult, ReadOptions, Result,
+    ScanOptions, ScanPage, Scope, SetResult, ValueKind, WatchEvent, WatchMessage, WatchOptions, WriteLevel,
 };
 
 // ----------------------------------------------------------------------------------------------
@@ -262,6 +262,17 @@ pub(crate) fn node_status(reply: pb::StatusResponse) -> NodeStatus {
         tombstones: reply.tombstones,
         hlc: reply.hlc.map(hlc),
         stable_hlc: reply.stable_hlc.map(hlc),
+        memory_budget: reply.memory_budget_bytes,
+        memory: reply
+            .memory
+            .into_iter()
+            .map(|p| MemoryPart { name: p.name, limit: p.limit_bytes, used: p.used_bytes })
+            .collect(),
+        rss: reply.rss_bytes,
+        disk: reply
+            .disk
+            .map(|d| DiskUsage { log: d.log_bytes, db: d.db_bytes, snapshots: d.snapshot_bytes })
+            .unwrap_or_default(),
     }
 }
 

@@ -87,7 +87,8 @@ pub use options::{Consistency, ReadOptions, ScanOptions, WatchOptions, WriteLeve
 pub use router::normalize_endpoint;
 pub use tonic::Code;
 pub use types::{
-    AsOf, BatchResult, Condition, DeleteResult, EventKind, GetResult, Hlc, IncrementResult, KeyValue, Keyspace, Member,
-    Mode, NodeStatus, Op, PutResult, ScanPage, Scope, SetResult, ValueKind, WatchEvent, WatchMessage,
+    AsOf, BatchResult, Condition, DeleteResult, DiskUsage, EventKind, GetResult, Hlc, IncrementResult, KeyValue,
+    Keyspace, Member, MemoryPart, Mode, NodeStatus, Op, PutResult, ScanPage, Scope, SetResult, ValueKind, WatchEvent,
+    WatchMessage,
 };
 pub use watch::WatchStream;

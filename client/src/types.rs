@@ -326,6 +326,36 @@ pub struct NodeStatus {
     pub hlc: Option<Hlc>,
     /// Every eventual write in the region up to this timestamp has been merged on the node.
     pub stable_hlc: Option<Hlc>,
+    /// The node's memory budget (`--memory-mb`), in bytes.
+    pub memory_budget: u64,
+    /// Each part of the memory budget: its share and what it holds.
+    pub memory: Vec<MemoryPart>,
+    /// Resident set size of the node's process, in bytes (0: unknown).
+    pub rss: u64,
+    /// Bytes the node's data directory takes on disk.
+    pub disk: DiskUsage,
+}
+
+/// A part of a node's memory budget.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MemoryPart {
+    /// `sled_cache`, `log_cache`, `requests`, `changes` or `digests`.
+    pub name: String,
+    /// The part's share of the budget, in bytes.
+    pub limit: u64,
+    /// What the part holds now, where it reports it.
+    pub used: Option<u64>,
+}
+
+/// Bytes on disk under a node's data directory, by part.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DiskUsage {
+    /// The Raft write-ahead log.
+    pub log: u64,
+    /// sled: state machine, change log and eventual keyspaces.
+    pub db: u64,
+    /// Snapshot files being sent or installed.
+    pub snapshots: u64,
 }
 
 /// What a watch event did to its key.

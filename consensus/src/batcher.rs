@@ -11,14 +11,20 @@
 //! Each command of the entry is applied with its own revision and its own outcome, which goes
 //! back to the writer that queued it. Catalog changes queue here too but are proposed on their
 //! own (see `ledge_store`'s apply rules).
+//!
+//! Memory: the bytes of writes queued here or in a proposal in flight are bounded by the
+//! `requests` share of the node's memory budget. A writer waits (in order of arrival) for room
+//! until its deadline, then is refused with `Busy` — nothing proposed. A write larger than the
+//! whole share waits until it is alone.
 
 use std::sync::Arc;
 
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::Raft;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
-use ledge_store::{Command, Outcome, Proposal, Request, TypeConfig};
+use ledge_store::{Command, Outcome, Part, Proposal, Request, TypeConfig, Usage};
 
 use crate::request::not_leader;
 use crate::Error;
@@ -40,28 +46,72 @@ struct Pending {
     request: Request,
     size: usize,
     reply: Reply,
+    /// Room taken in the `requests` share until the write is answered.
+    room: Room,
 }
+
+/// Bytes of a queued write counted against the `requests` share; given back on drop.
+struct Room {
+    _permit: OwnedSemaphorePermit,
+    usage: Usage,
+    bytes: u64,
+}
+
+impl Drop for Room {
+    fn drop(&mut self) {
+        self.usage.sub(Part::Requests, self.bytes);
+    }
+}
+
+/// Room is counted in KiB so that a share of many GiB fits a semaphore.
+const UNIT: u64 = 1024;
 
 /// Queues writes for the batcher task. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Batcher {
     queue: mpsc::Sender<Pending>,
+    room: Arc<Semaphore>,
+    /// Units in `room` when nothing is queued.
+    units: u32,
+    usage: Usage,
 }
 
 impl Batcher {
-    /// Starts the batcher task for `raft` on the current runtime.
-    pub(crate) fn start(raft: Raft<TypeConfig>) -> Self {
+    /// Starts the batcher task for `raft` on the current runtime, with `limit` bytes of room
+    /// for queued writes.
+    pub(crate) fn start(raft: Raft<TypeConfig>, limit: u64, usage: Usage) -> Self {
         let (queue, rx) = mpsc::channel(MAX_QUEUED);
         tokio::spawn(run(raft, rx));
-        Self { queue }
+        let units = u32::try_from((limit / UNIT).max(1)).unwrap_or(u32::MAX);
+        Self { queue, room: Arc::new(Semaphore::new(units as usize)), units, usage }
     }
 
-    /// Queues `request`; the receiver yields its outcome once applied. Refuses at once (nothing
-    /// proposed) when the queue is full or the batcher has stopped.
-    pub(crate) fn submit(&self, request: Request) -> Result<oneshot::Receiver<Result<Outcome, Error>>, Error> {
+    /// Queues `request` once there is room for it (waiting no later than `deadline`); the
+    /// receiver yields its outcome once applied. Refuses (nothing proposed) when there is no
+    /// room by the deadline, the queue is full or the batcher has stopped.
+    pub(crate) async fn submit(
+        &self,
+        request: Request,
+        deadline: Instant,
+    ) -> Result<oneshot::Receiver<Result<Outcome, Error>>, Error> {
         let (reply, rx) = oneshot::channel();
         let size = request.size();
-        match self.queue.try_send(Pending { request, size, reply }) {
+        let want = u32::try_from((size as u64).div_ceil(UNIT).max(1)).unwrap_or(u32::MAX).min(self.units);
+        let permit = match tokio::time::timeout_at(deadline, self.room.clone().acquire_many_owned(want)).await {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) => return Err(Error::Unavailable("the node is stopping".into())),
+            Err(_) => {
+                return Err(Error::Busy(format!(
+                    "a write of {size} bytes found no room: {} bytes of writes already wait for the leader (memory \
+                     budget share {} bytes)",
+                    self.usage.get(Part::Requests).unwrap_or(0),
+                    u64::from(self.units) * UNIT
+                )))
+            }
+        };
+        self.usage.add(Part::Requests, size as u64);
+        let room = Room { _permit: permit, usage: self.usage.clone(), bytes: size as u64 };
+        match self.queue.try_send(Pending { request, size, reply, room }) {
             Ok(()) => Ok(rx),
             Err(mpsc::error::TrySendError::Full(_)) => {
                 Err(Error::Busy(format!("{MAX_QUEUED} writes are already waiting for the leader's next proposal")))
@@ -117,7 +167,14 @@ async fn run(raft: Raft<TypeConfig>, mut rx: mpsc::Receiver<Pending>) {
 
 /// Proposes one batch and answers every writer in it.
 async fn propose(raft: &Raft<TypeConfig>, batch: Vec<Pending>) {
-    let (requests, replies): (Vec<Request>, Vec<Reply>) = batch.into_iter().map(|p| (p.request, p.reply)).unzip();
+    let mut rooms = Vec::with_capacity(batch.len());
+    let (requests, replies): (Vec<Request>, Vec<Reply>) = batch
+        .into_iter()
+        .map(|p| {
+            rooms.push(p.room);
+            (p.request, p.reply)
+        })
+        .unzip();
     let count = requests.len();
     tracing::trace!(commands = count, "proposing a batch");
     match raft.client_write(Proposal(requests)).await {

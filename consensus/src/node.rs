@@ -93,6 +93,9 @@ pub struct NodeOptions {
     /// When the Raft log's writes are synced: on the log's own writer thread in a server,
     /// inline on the caller in a deterministic simulation.
     pub flush: store::FlushPolicy,
+    /// The node's memory budget: sled's cache, the log's tail, queued writes and the change
+    /// feed take their shares of it.
+    pub memory: store::MemoryBudget,
 }
 
 /// Returns the node id kept in `data_dir`, storing `requested` or `generate()` on first start.
@@ -156,6 +159,9 @@ struct Inner {
     freshness: Freshness,
     batcher: Batcher,
     reads: Reads,
+    memory: store::MemoryBudget,
+    usage: store::Usage,
+    data_dir: PathBuf,
 }
 
 /// A snapshot of what a node knows about itself and its region.
@@ -203,7 +209,9 @@ impl Node {
         // Replication reads stop at the same byte budget as an `AppendEntries` (see network.rs).
         let log_options =
             store::LogOptions { flush: opts.flush, max_read_bytes: MAX_APPEND_BYTES as u64, ..Default::default() };
-        let (db, log, sm) = store::open_with(&opts.data_dir, log_options)?;
+        let (db, log, sm) = store::open_with(&opts.data_dir, store::StoreOptions::within(&opts.memory, log_options))?;
+        let usage = sm.usage().clone();
+        sm.set_feed_limit(opts.memory.share(store::Part::Changes));
         let config = openraft::Config {
             cluster_name: "ledge".into(),
             heartbeat_interval: opts.raft.heartbeat.as_millis() as u64,
@@ -245,7 +253,10 @@ impl Node {
                 db,
                 request_timeout: opts.request_timeout,
                 freshness: Freshness::default(),
-                batcher: Batcher::start(raft.clone()),
+                batcher: Batcher::start(raft.clone(), opts.memory.share(store::Part::Requests), usage.clone()),
+                memory: opts.memory,
+                usage,
+                data_dir: opts.data_dir.clone(),
                 reads: Reads::start(raft.clone(), opts.request_timeout),
                 raft,
             }),
@@ -353,6 +364,26 @@ impl Node {
 
     pub(crate) fn membership_lock(&self) -> &tokio::sync::Mutex<()> {
         &self.inner.membership_lock
+    }
+
+    /// The node's memory budget.
+    pub fn memory(&self) -> &store::MemoryBudget {
+        &self.inner.memory
+    }
+
+    /// Live memory figures of the parts that count what they hold.
+    pub fn usage(&self) -> &store::Usage {
+        &self.inner.usage
+    }
+
+    /// Bytes the node's data directory takes on disk, by part.
+    pub fn disk_usage(&self) -> store::DiskUsage {
+        store::DiskUsage::of(&self.inner.data_dir)
+    }
+
+    /// Bytes of recent Raft log entries held in memory.
+    pub fn log_cache_bytes(&self) -> u64 {
+        self.inner.log.cache_bytes()
     }
 
     pub(crate) fn batcher(&self) -> &Batcher {

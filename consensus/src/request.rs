@@ -86,8 +86,8 @@ impl Node {
     /// Proposes `request` if this node is the leader, through the leader's batcher.
     pub(crate) async fn write_local(&self, request: Request, deadline: Instant) -> Result<(u64, Response), Error> {
         self.check_quorum()?;
+        let rx = self.batcher().submit(request, deadline).await?;
         let timeout = remaining(deadline);
-        let rx = self.batcher().submit(request)?;
         let outcome = match tokio::time::timeout(timeout, rx).await {
             Err(_) => {
                 return Err(Error::Indeterminate(format!(

@@ -12,7 +12,6 @@
 //! point until the next checkpoint. Catalog and membership entries are applied one at a time.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 
 use openraft::{Entry, EntryPayload};
 use sled::Transactional;
@@ -197,8 +196,7 @@ impl StateMachine {
         drop(sessions);
         self.set_applied(last.index, revision);
         for change in changes {
-            // No subscriber is not an error.
-            let _ = self.inner.events.send(Arc::new(change));
+            self.inner.events.send(change);
         }
         Ok(out)
     }

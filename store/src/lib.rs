@@ -34,10 +34,13 @@
 //! [`Log::append`]: openraft::storage::RaftLogStorage::append
 
 mod apply;
+pub mod budget;
 mod command;
 mod durable;
 mod error;
 pub mod eventual;
+mod feed;
+mod footprint;
 pub mod keycode;
 mod log;
 mod session;
@@ -47,6 +50,7 @@ mod wal;
 
 use std::path::Path;
 
+pub use budget::{MemoryBudget, Part, Usage};
 pub use command::{
     Applied, BatchOutcome, Change, Command, Condition, Event, KeyspaceDef, LogId, Mode, NodeId, Op, Outcome, Proposal,
     Request, RequestId, Response, Scope, SnapshotMeta, StorageError, StoredMembership, TypeConfig, Versioned,
@@ -55,20 +59,45 @@ pub use command::{
 pub use durable::{flush, set_inline_flush, Disk};
 pub use error::Error;
 pub use eventual::{Eventual, SpaceId};
+pub use feed::Fed;
+pub use footprint::{rss_bytes, DiskUsage};
 pub use log::{FlushPolicy, Log, LogOptions};
 pub use session::{MAX_RESULTS, MAX_RESULTS_PER_CLIENT};
 pub use state::StateMachine;
 
-/// Opens the node's store in `dir`: the Raft log in `dir/raft` (with [`LogOptions::default`]),
-/// the sled database in `dir/db` and the state machine in it.
-pub fn open(dir: &Path) -> Result<(sled::Db, Log, StateMachine), Error> {
-    open_with(dir, LogOptions::default())
+/// How a node's store is opened.
+#[derive(Debug, Clone, Default)]
+pub struct StoreOptions {
+    /// The Raft log's options.
+    pub log: LogOptions,
+    /// sled's page cache, in bytes (0: sled's default of 1 GiB).
+    pub cache_bytes: u64,
 }
 
-/// [`open`] with the Raft log's options given (a simulation wants [`FlushPolicy::Inline`]).
-pub fn open_with(dir: &Path, log: LogOptions) -> Result<(sled::Db, Log, StateMachine), Error> {
+impl StoreOptions {
+    /// Options that take their caches from `budget`, with `log`'s other settings.
+    pub fn within(budget: &MemoryBudget, log: LogOptions) -> Self {
+        let log = LogOptions { cache_bytes: budget.share(Part::LogCache) as usize, ..log };
+        Self { log, cache_bytes: budget.share(Part::SledCache) }
+    }
+}
+
+/// Opens the node's store in `dir`: the Raft log in `dir/raft` (with [`LogOptions::default`]),
+/// the sled database in `dir/db` and the state machine in it, with caches sized for the
+/// default [`MemoryBudget`].
+pub fn open(dir: &Path) -> Result<(sled::Db, Log, StateMachine), Error> {
+    open_with(dir, StoreOptions::within(&MemoryBudget::default(), LogOptions::default()))
+}
+
+/// [`open`] with the options given (a simulation wants [`FlushPolicy::Inline`]).
+pub fn open_with(dir: &Path, opts: StoreOptions) -> Result<(sled::Db, Log, StateMachine), Error> {
+    let StoreOptions { log, cache_bytes } = opts;
     std::fs::create_dir_all(dir)?;
-    let db = sled::Config::new().path(dir.join("db")).open()?;
+    let mut config = sled::Config::new().path(dir.join("db"));
+    if cache_bytes > 0 {
+        config = config.cache_capacity(cache_bytes);
+    }
+    let db = config.open()?;
     let disk = Disk::open(db.clone(), &dir.join("db"))?;
     let log = Log::open(&dir.join("raft"), log)?.flush_before_purge(disk.clone());
     let sm = StateMachine::open_on(&disk, &dir.join("snapshots"))?;

@@ -123,6 +123,11 @@ impl Log {
         self.len() == 0
     }
 
+    /// Bytes (as encoded) of recent entries held in memory, at most [`LogOptions::cache_bytes`].
+    pub fn cache_bytes(&self) -> u64 {
+        self.wal.cached_bytes() as u64
+    }
+
     /// Number of `fdatasync` calls on segment files since the log was opened: fewer than the
     /// appends when group commit works.
     pub fn data_syncs(&self) -> u64 {

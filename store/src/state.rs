@@ -24,11 +24,13 @@ use openraft::storage::RaftStateMachine;
 use openraft::{Entry, OptionalSend, RaftSnapshotBuilder, Snapshot};
 use tokio::sync::{broadcast, watch};
 
+use crate::budget::Usage;
 use crate::command::{
     Applied, Change, KeyspaceDef, LogId, Mode, Scope, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
     Versioned, DEFAULT_KEYSPACE,
 };
 use crate::error::{decode, encode};
+use crate::feed::{Fed, Feed};
 use crate::keycode::{decode_u64, encode_u64};
 use crate::session::Sessions;
 use crate::snapshot::{self, SnapshotBuilder};
@@ -69,7 +71,8 @@ pub(crate) struct Inner {
     change_retention: AtomicU64,
     /// Keyspace definitions and their open data trees, read through from `catalog`.
     cache: RwLock<CatalogCache>,
-    pub(crate) events: broadcast::Sender<Arc<Change>>,
+    pub(crate) events: Feed,
+    usage: Usage,
 }
 
 /// Cached catalog entries. `generation` changes whenever the catalog does, so a reader that
@@ -108,6 +111,7 @@ impl StateMachine {
     pub fn open_on(disk: &crate::Disk, snapshot_dir: &Path) -> Result<Self, Error> {
         let db = disk.db();
         std::fs::create_dir_all(snapshot_dir)?;
+        let usage = Usage::default();
         let inner = Inner {
             db: db.clone(),
             disk: disk.clone(),
@@ -122,7 +126,8 @@ impl StateMachine {
             sessions: std::sync::Mutex::default(),
             change_retention: AtomicU64::new(5_000),
             cache: RwLock::default(),
-            events: broadcast::channel(4096).0,
+            events: Feed::new(usage.clone()),
+            usage,
         };
         let sm = Self { inner: Arc::new(inner) };
         snapshot::resume_install(&sm)?;
@@ -250,8 +255,20 @@ impl StateMachine {
         self.inner.revision.subscribe()
     }
 
-    /// Subscribes to changes as they are applied.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Change>> {
+    /// Live memory figures of the node's budgeted parts (shared with the rest of the node).
+    pub fn usage(&self) -> &Usage {
+        &self.inner.usage
+    }
+
+    /// Bounds the bytes of applied changes held for live watchers (the `changes` share of the
+    /// memory budget); unbounded until called.
+    pub fn set_feed_limit(&self, bytes: u64) {
+        self.inner.events.set_limit(bytes);
+    }
+
+    /// Subscribes to changes as they are applied. An item may be [`Fed::elided`]: the change
+    /// did not fit the feed's memory share and is read from the change log instead.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Fed>> {
         self.inner.events.subscribe()
     }
 

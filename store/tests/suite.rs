@@ -11,7 +11,9 @@ impl StoreBuilder<TypeConfig, Log, StateMachine, tempfile::TempDir> for Builder 
         let dir = tempfile::tempdir().expect("temp dir");
         // Small segments, so that the suite's purges and truncations cross segment boundaries.
         let opts = LogOptions { segment_bytes: 256, cache_bytes: 512, flush: self.0, ..LogOptions::default() };
-        let (_db, log, sm) = ledge_store::open_with(dir.path(), opts).expect("open store");
+        let (_db, log, sm) =
+            ledge_store::open_with(dir.path(), ledge_store::StoreOptions { log: opts, cache_bytes: 0 })
+                .expect("open store");
         Ok((dir, log, sm))
     }
 }

@@ -44,6 +44,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 use tokio::sync::watch;
 
+use crate::budget::{Part, Usage, DIGEST_TREE_BYTES};
 use crate::error::{decode, encode};
 use crate::keycode::{decode_u64, encode_u64};
 use crate::{Error, KeyspaceDef};
@@ -188,6 +189,14 @@ pub struct Space {
     merkle: Mutex<Merkle>,
     keys: AtomicU64,
     tombstones: AtomicU64,
+    /// Counts the hash tree against the `digests` share of the memory budget while open.
+    usage: Usage,
+}
+
+impl Drop for Space {
+    fn drop(&mut self) {
+        self.usage.sub(Part::Digests, DIGEST_TREE_BYTES);
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> Result<MutexGuard<'_, T>, Error> {
@@ -195,7 +204,8 @@ fn lock<T>(mutex: &Mutex<T>) -> Result<MutexGuard<'_, T>, Error> {
 }
 
 impl Space {
-    fn open(db: &sled::Db, id: &SpaceId) -> Result<Self, Error> {
+    fn open(db: &sled::Db, id: &SpaceId, usage: &Usage) -> Result<Self, Error> {
+        usage.add(Part::Digests, DIGEST_TREE_BYTES);
         let space = Space {
             id: id.clone(),
             data: db.open_tree(id.tree("data"))?,
@@ -204,6 +214,7 @@ impl Space {
             merkle: Mutex::new(Merkle::new()),
             keys: AtomicU64::new(0),
             tombstones: AtomicU64::new(0),
+            usage: usage.clone(),
         };
         {
             let mut merkle = lock(&space.merkle)?;
@@ -328,6 +339,7 @@ struct Inner {
     committed: Arc<watch::Sender<u64>>,
     durable: Arc<watch::Sender<u64>>,
     flusher: Flusher,
+    usage: Usage,
 }
 
 fn tx_error<E: From<Error>>(e: TransactionError<E>) -> E {
@@ -347,6 +359,11 @@ impl Eventual {
     /// Opens the eventual storage on `disk`: a write is acknowledged after a group commit that
     /// ends with `fdatasync` of the database file.
     pub fn open_on(disk: &crate::Disk) -> Result<Self, Error> {
+        Self::open_counted(disk, Usage::default())
+    }
+
+    /// [`Eventual::open_on`], counting each open keyspace's hash tree in `usage`.
+    pub fn open_counted(disk: &crate::Disk, usage: Usage) -> Result<Self, Error> {
         let db = disk.db();
         let changes = db.open_tree(CHANGES)?;
         let meta = db.open_tree(META)?;
@@ -373,6 +390,7 @@ impl Eventual {
                 committed,
                 durable,
                 flusher,
+                usage,
             }),
         })
     }
@@ -383,7 +401,7 @@ impl Eventual {
         if let Some(space) = self.inner.spaces.read().map_err(|_| poisoned())?.get(id) {
             return Ok(space.clone());
         }
-        let opened = Arc::new(Space::open(&self.inner.db, id)?);
+        let opened = Arc::new(Space::open(&self.inner.db, id, &self.inner.usage)?);
         let mut spaces = self.inner.spaces.write().map_err(|_| poisoned())?;
         Ok(spaces.entry(id.clone()).or_insert(opened).clone())
     }

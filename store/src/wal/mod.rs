@@ -679,6 +679,11 @@ impl Wal {
         self.shared().read().locs.len()
     }
 
+    /// Bytes (as encoded) of entries held in the in-memory tail.
+    pub(crate) fn cached_bytes(&self) -> usize {
+        self.shared().read().cached_bytes
+    }
+
     /// Data syncs of segment files so far (for tests and metrics).
     pub(crate) fn syncs(&self) -> u64 {
         self.shared().syncs.load(Ordering::Relaxed)

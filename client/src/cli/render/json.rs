@@ -332,7 +332,28 @@ pub struct StatusJson {
     hlc: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     stable_hlc: Option<String>,
+    memory_budget_bytes: u64,
+    memory: Vec<MemoryPartJson>,
+    rss_bytes: u64,
+    disk: DiskJson,
     members: Vec<MemberJson>,
+}
+
+/// A part of the memory budget, as in `StatusResponse`.
+#[derive(Debug, Serialize)]
+pub struct MemoryPartJson {
+    name: String,
+    limit_bytes: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    used_bytes: Option<u64>,
+}
+
+/// Bytes on disk, as in `StatusResponse`.
+#[derive(Debug, Serialize)]
+pub struct DiskJson {
+    log_bytes: u64,
+    db_bytes: u64,
+    snapshot_bytes: u64,
 }
 
 /// A node's status, with the fields of `StatusResponse`; no known leader is `0` and `""`, as
@@ -355,6 +376,14 @@ pub fn status(status: &NodeStatus) -> StatusJson {
         tombstones: status.tombstones,
         hlc: hlc_text(status.hlc),
         stable_hlc: hlc_text(status.stable_hlc),
+        memory_budget_bytes: status.memory_budget,
+        memory: status
+            .memory
+            .iter()
+            .map(|p| MemoryPartJson { name: p.name.clone(), limit_bytes: p.limit, used_bytes: p.used })
+            .collect(),
+        rss_bytes: status.rss,
+        disk: DiskJson { log_bytes: status.disk.log, db_bytes: status.disk.db, snapshot_bytes: status.disk.snapshots },
         members: status.members.iter().map(member).collect(),
     }
 }
@@ -501,6 +530,9 @@ mod tests {
                 r#"{"node_id":1,"region":"r1","role":"edge","address":"127.0.0.1:7711","raft_state":"follower","#,
                 r#""leader_id":2,"leader_address":"127.0.0.1:7712","term":3,"last_log_index":40,"#,
                 r#""applied_revision":39,"version":"0.1.0","keyspaces":2,"eventual_keys":0,"tombstones":0,"#,
+                r#""memory_budget_bytes":67108864,"memory":[{"name":"sled_cache","limit_bytes":26843520},"#,
+                r#"{"name":"log_cache","limit_bytes":10066320,"used_bytes":2048}],"rss_bytes":41943040,"#,
+                r#""disk":{"log_bytes":1024,"db_bytes":4096,"snapshot_bytes":0},"#,
                 r#""members":["#,
                 r#"{"id":1,"address":"127.0.0.1:7711","role":"follower","last_applied":39},"#,
                 r#"{"id":2,"address":"127.0.0.1:7712","role":"leader","last_applied":40}]}"#

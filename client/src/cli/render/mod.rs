@@ -20,7 +20,9 @@ fn millis(duration: std::time::Duration) -> u64 {
 mod fixtures {
     use std::time::Duration;
 
-    use ledge_client::{AsOf, EventKind, Hlc, KeyValue, Member, NodeStatus, ValueKind, WatchEvent};
+    use ledge_client::{
+        AsOf, DiskUsage, EventKind, Hlc, KeyValue, Member, MemoryPart, NodeStatus, ValueKind, WatchEvent,
+    };
 
     pub fn kv(key: &[u8], value: &[u8]) -> KeyValue {
         KeyValue {
@@ -105,6 +107,13 @@ mod fixtures {
             tombstones: 0,
             hlc: None,
             stable_hlc: None,
+            memory_budget: 64 << 20,
+            memory: vec![
+                MemoryPart { name: "sled_cache".into(), limit: 26_843_520, used: None },
+                MemoryPart { name: "log_cache".into(), limit: 10_066_320, used: Some(2048) },
+            ],
+            rss: 40 << 20,
+            disk: DiskUsage { log: 1024, db: 4096, snapshots: 0 },
         }
     }
 }

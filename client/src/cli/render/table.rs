@@ -201,7 +201,23 @@ pub fn watch(message: &WatchMessage) -> String {
     }
 }
 
-/// A node's status, then its view of the members.
+/// A byte count in binary units with one decimal.
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// A node's status, its memory budget by part, then its view of the members.
 pub fn status(status: &NodeStatus) -> String {
     let leader = match (status.leader_id, status.leader_address.as_deref()) {
         (Some(id), Some(address)) => format!("{id} ({address})"),
@@ -224,7 +240,22 @@ pub fn status(status: &NodeStatus) -> String {
         ("tombstones", status.tombstones.to_string()),
         ("hlc", status.hlc.map_or_else(|| "none".to_owned(), |h| h.to_string())),
         ("version", printable(&status.version)),
+        ("memory", format!("{} resident, budget {}", bytes(status.rss), bytes(status.memory_budget))),
+        ("disk", {
+            let d = &status.disk;
+            format!(
+                "{} (log {}, db {}, snapshots {})",
+                bytes(d.log + d.db + d.snapshots),
+                bytes(d.log),
+                bytes(d.db),
+                bytes(d.snapshots)
+            )
+        }),
     ]);
+    for part in &status.memory {
+        let used = part.used.map_or_else(|| "not reported".to_owned(), bytes);
+        out.push_str(&format!("  {:<12} {} of {}\n", printable(&part.name), used, bytes(part.limit)));
+    }
     out.push('\n');
     out.push_str(&members(&status.members));
     out
@@ -341,5 +372,14 @@ mod tests {
         );
         let leaderless = NodeStatus { leader_id: None, leader_address: None, ..fixtures::status() };
         assert!(status(&leaderless).contains("leader:            none\n"));
+    }
+
+    #[test]
+    fn status_shows_the_memory_budget_by_part_and_the_disk() {
+        let out = status(&fixtures::status());
+        assert!(out.contains("memory:            40.0 MiB resident, budget 64.0 MiB\n"), "{out}");
+        assert!(out.contains("disk:              5.0 KiB (log 1.0 KiB, db 4.0 KiB, snapshots 0 B)\n"), "{out}");
+        assert!(out.contains("  sled_cache   not reported of 25.6 MiB\n"), "{out}");
+        assert!(out.contains("  log_cache    2.0 KiB of 9.6 MiB\n"), "{out}");
     }
 }
