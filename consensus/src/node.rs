@@ -238,6 +238,7 @@ impl Node {
             .await
             .map_err(|e| Error::Fatal(e.to_string()))?;
         quorum_age.set(raft.metrics());
+        sm.serve_snapshots();
         let node = Self {
             inner: Arc::new(Inner {
                 id,

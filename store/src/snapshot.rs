@@ -1,25 +1,42 @@
-//! Raft snapshots of the state machine, streamed through files.
+//! Raft snapshots of the state machine: checkpoints, exported to a file only when a peer needs
+//! one.
 //!
-//! A snapshot file is a sequence of frames (`u32` little-endian length, then a bincode
-//! [`Record`]): a header (with the revision counter), the session table that deduplicates retried
-//! writes, then for each keyspace its definition followed by its entries (none for an eventual
-//! keyspace, whose replicas sync outside Raft). The
-//! change log is not part of a snapshot: a watcher that asks for revisions older than a node
-//! holds receives the current state instead (see the `Watch` RPC).
+//! The state machine is itself durable, so a snapshot does not copy it. Building a snapshot
+//! (`build_snapshot`, triggered by the node by entries, bytes and time) is a *checkpoint*: the
+//! applied state is synced to disk and its log id recorded as the current snapshot, which lets
+//! openraft purge the log behind it. No data file is written, so the data is on disk once (in
+//! sled), not twice.
 //!
-//! Building: `get_snapshot_builder` runs while openraft holds the state machine exclusively, so
-//! it writes a consistent copy to a temporary file; `build_snapshot` then only renames it and
-//! records its metadata. Installing: the received file is kept as the current snapshot, an
-//! `installing` marker is written, the trees are replaced, and the marker removed. A crash in
-//! between is finished by [`resume_install`] on the next open. A snapshot that is not newer than
-//! the applied state is ignored, so installing never moves a node backwards.
+//! A snapshot's data is exported only when openraft asks for it to send to a follower or
+//! learner that is behind the purged log (`get_current_snapshot` on a running node, see
+//! [`crate::StateMachine::serve_snapshots`]). The export writes the state as it is at that
+//! moment, while openraft's state-machine worker holds the state machine (apply waits), and
+//! describes it with its own log id, which is at or past the checkpoint's. The export is reused
+//! for further requests until a newer checkpoint passes it, and removed then, so at most one
+//! export file exists. Before the node runs (openraft's start-up reads only the metadata) the
+//! current snapshot is described without data.
+//!
+//! An export file is a sequence of frames (`u32` little-endian length, then a bincode
+//! [`Record`]): a header (with the revision counter), the session table that deduplicates
+//! retried writes, then for each keyspace its definition followed by its entries (none for an
+//! eventual keyspace, whose replicas sync outside Raft). The change log is not part of a
+//! snapshot: a watcher that asks for revisions older than a node holds receives the current
+//! state instead (see the `Watch` RPC).
+//!
+//! Installing: the received bytes are copied (streamed, never held whole in memory) to
+//! `installing.snap`, an `installing` marker is written, the trees are replaced, the marker is
+//! removed and the file deleted. A crash in between is finished by [`resume_install`] on the next
+//! open. A snapshot that is not newer than the applied state is ignored, so installing never
+//! moves a node backwards. File names never come from the wire.
 
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
 use openraft::Snapshot;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::io::AsyncSeekExt;
 
 use crate::command::{KeyspaceDef, LogId, Mode, SnapshotMeta, StoredMembership, TypeConfig};
 use crate::error::{decode, encode};
@@ -65,8 +82,11 @@ fn read_record(input: &mut impl Read) -> Result<Option<Record>, Error> {
     Ok(Some(decode(&buf)?))
 }
 
-fn snapshot_path(sm: &StateMachine, id: &str) -> PathBuf {
-    sm.inner.snapshot_dir.join(format!("{id}.snap"))
+const INSTALL_FILE: &str = "installing.snap";
+const EMPTY_FILE: &str = "described.snap";
+
+fn export_path(sm: &StateMachine, seq: u64) -> PathBuf {
+    sm.inner.snapshot_dir.join(format!("export-{seq}.snap"))
 }
 
 fn next_seq(sm: &StateMachine) -> Result<u64, Error> {
@@ -78,90 +98,159 @@ fn next_seq(sm: &StateMachine) -> Result<u64, Error> {
     Ok(next)
 }
 
-/// Builds a snapshot: staged when created, finished by `build_snapshot`.
-pub struct SnapshotBuilder {
-    sm: StateMachine,
-    staged: Result<(PathBuf, SnapshotMeta, u64), Error>,
+/// The export kept for peers that need a snapshot, and whether exports are served yet.
+#[derive(Default)]
+pub(crate) struct Exports {
+    serving: AtomicBool,
+    current: Mutex<Option<(SnapshotMeta, PathBuf)>>,
 }
 
-impl SnapshotBuilder {
-    pub(crate) fn stage(sm: StateMachine) -> Self {
-        let staged = Self::export(&sm);
-        Self { sm, staged }
+impl Exports {
+    fn take(&self) -> Option<(SnapshotMeta, PathBuf)> {
+        self.current.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
-    fn export(sm: &StateMachine) -> Result<(PathBuf, SnapshotMeta, u64), Error> {
-        let last_applied = sm.last_applied()?;
-        let revision = sm.applied_revision();
-        let membership = sm.membership()?;
-        let seq = next_seq(sm)?;
-        let snapshot_id = match last_applied {
-            Some(id) => format!("{}-{}-{}-{seq}", id.leader_id.term, id.leader_id.node_id, id.index),
-            None => format!("0-0-0-{seq}"),
-        };
-        let path = sm.inner.snapshot_dir.join(format!("{snapshot_id}.tmp"));
-        let mut out = BufWriter::new(std::fs::File::create(&path)?);
-        write_record(&mut out, &Record::Header { last_applied, membership: membership.clone(), revision })?;
-        for item in sm.inner.sessions_tree.iter() {
-            let (k, v) = item?;
-            write_record(&mut out, &Record::Session(k.to_vec(), v.to_vec()))?;
-        }
-        for def in sm.keyspaces()? {
-            // Eventual keyspaces' data lives outside Raft: only their definitions travel.
-            let tree = match def.mode {
-                Mode::Strong => Some(sm.inner.db.open_tree(data_tree_name(&def))?),
-                Mode::Eventual => None,
-            };
-            write_record(&mut out, &Record::Keyspace(def))?;
-            for item in tree.iter().flat_map(sled::Tree::iter) {
-                let (k, v) = item?;
-                write_record(&mut out, &Record::Entry(k.to_vec(), v.to_vec()))?;
+    fn set(&self, export: (SnapshotMeta, PathBuf)) {
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(export);
+    }
+
+    /// Removes the export unless it is at or past `checkpoint`.
+    fn retire_before(&self, checkpoint: &Option<LogId>) {
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if current.as_ref().is_some_and(|(meta, _)| meta.last_log_id < *checkpoint) {
+            if let Some((_, path)) = current.take() {
+                // A leftover file costs only disk space; it is removed at the next open.
+                let _ = std::fs::remove_file(path);
             }
         }
-        let file = out.into_inner().map_err(|e| Error::Io(e.to_string()))?;
-        file.sync_all()?;
-        Ok((path, SnapshotMeta { last_log_id: last_applied, last_membership: membership, snapshot_id }, revision))
-    }
-
-    pub(crate) async fn finish(&mut self) -> Result<Snapshot<TypeConfig>, Error> {
-        let (tmp, meta, revision) =
-            std::mem::replace(&mut self.staged, Err(Error::InvalidInput("snapshot already built".into())))?;
-        // openraft purges the log behind a snapshot: first make the applied state durable.
-        self.sm.checkpoint().await?;
-        let path = snapshot_path(&self.sm, &meta.snapshot_id);
-        std::fs::rename(&tmp, &path)?;
-        set_current(&self.sm, &meta).await?;
-        self.sm.compact_changes(revision)?;
-        let file = tokio::fs::File::open(&path).await?;
-        Ok(Snapshot { meta, snapshot: Box::new(file) })
     }
 }
 
-/// Records `meta` as the current snapshot and removes older snapshot files.
-async fn set_current(sm: &StateMachine, meta: &SnapshotMeta) -> Result<(), Error> {
-    sm.inner.meta.insert(CURRENT, encode(meta)?)?;
-    sm.inner.disk.sync().await?;
-    let keep = format!("{}.snap", meta.snapshot_id);
+/// Removes the files a previous run left in the snapshot directory (exports, partial receives).
+pub(crate) fn clear_leftovers(sm: &StateMachine) -> Result<(), Error> {
     for entry in std::fs::read_dir(&sm.inner.snapshot_dir)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name != keep && (name.ends_with(".snap") || name.starts_with("recv-")) {
-            // A leftover file costs only disk space; failing to remove it is not fatal.
+        let leftover = name.starts_with("export-") || name.starts_with("recv-") || name.ends_with(".tmp");
+        // Files of the old layout (one full copy per snapshot, named by its id) go too.
+        let old = name.ends_with(".snap") && name != INSTALL_FILE && name != EMPTY_FILE;
+        if leftover || old {
             let _ = std::fs::remove_file(entry.path());
         }
     }
     Ok(())
 }
 
-/// The current snapshot, if one was built or installed.
-pub(crate) async fn current(sm: &StateMachine) -> Result<Option<Snapshot<TypeConfig>>, Error> {
-    let Some(bytes) = sm.inner.meta.get(CURRENT)? else { return Ok(None) };
-    let meta: SnapshotMeta = decode(&bytes)?;
-    match tokio::fs::File::open(snapshot_path(sm, &meta.snapshot_id)).await {
-        Ok(file) => Ok(Some(Snapshot { meta, snapshot: Box::new(file) })),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e.into()),
+/// Builds a snapshot, that is a checkpoint: staged (metadata read) while openraft holds the
+/// state machine, finished (state synced, checkpoint recorded) afterwards.
+pub struct SnapshotBuilder {
+    sm: StateMachine,
+    staged: Result<(SnapshotMeta, u64), Error>,
+}
+
+impl SnapshotBuilder {
+    pub(crate) fn stage(sm: StateMachine) -> Self {
+        let staged = describe(&sm);
+        Self { sm, staged }
     }
+
+    pub(crate) async fn finish(&mut self) -> Result<Snapshot<TypeConfig>, Error> {
+        let (meta, revision) =
+            std::mem::replace(&mut self.staged, Err(Error::InvalidInput("snapshot already built".into())))?;
+        // openraft purges the log behind a snapshot: first make the applied state durable.
+        self.sm.checkpoint().await?;
+        self.sm.inner.meta.insert(CURRENT, encode(&meta)?)?;
+        self.sm.inner.disk.sync().await?;
+        self.sm.inner.exports.retire_before(&meta.last_log_id);
+        self.sm.compact_changes(revision)?;
+        Ok(Snapshot { meta, snapshot: Box::new(empty_file(&self.sm).await?) })
+    }
+}
+
+/// The metadata of the state as applied now, with a fresh id, and the revision counter.
+fn describe(sm: &StateMachine) -> Result<(SnapshotMeta, u64), Error> {
+    let last_applied = sm.last_applied()?;
+    let revision = sm.applied_revision();
+    let membership = sm.membership()?;
+    let seq = next_seq(sm)?;
+    let snapshot_id = match last_applied {
+        Some(id) => format!("{}-{}-{}-{seq}", id.leader_id.term, id.leader_id.node_id, id.index),
+        None => format!("0-0-0-{seq}"),
+    };
+    Ok((SnapshotMeta { last_log_id: last_applied, last_membership: membership, snapshot_id }, revision))
+}
+
+/// Writes the state as applied now to `path`. The caller holds the state machine, so nothing is
+/// applied meanwhile.
+fn export(sm: &StateMachine, meta: &SnapshotMeta, revision: u64, path: &Path) -> Result<(), Error> {
+    let mut out = BufWriter::new(std::fs::File::create(path)?);
+    let header = Record::Header { last_applied: meta.last_log_id, membership: meta.last_membership.clone(), revision };
+    write_record(&mut out, &header)?;
+    for item in sm.inner.sessions_tree.iter() {
+        let (k, v) = item?;
+        write_record(&mut out, &Record::Session(k.to_vec(), v.to_vec()))?;
+    }
+    for def in sm.keyspaces()? {
+        // Eventual keyspaces' data lives outside Raft: only their definitions travel.
+        let tree = match def.mode {
+            Mode::Strong => Some(sm.inner.db.open_tree(data_tree_name(&def))?),
+            Mode::Eventual => None,
+        };
+        write_record(&mut out, &Record::Keyspace(def))?;
+        for item in tree.iter().flat_map(sled::Tree::iter) {
+            let (k, v) = item?;
+            write_record(&mut out, &Record::Entry(k.to_vec(), v.to_vec()))?;
+        }
+    }
+    let file = out.into_inner().map_err(|e| Error::Io(e.to_string()))?;
+    file.sync_all()?;
+    Ok(())
+}
+
+/// An empty file: the data of a snapshot that is described, not exported.
+async fn empty_file(sm: &StateMachine) -> Result<tokio::fs::File, Error> {
+    let path = sm.inner.snapshot_dir.join(EMPTY_FILE);
+    Ok(tokio::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(path).await?)
+}
+
+/// The current snapshot, if one was built or installed. On a running node its data is
+/// exported (or the export kept from before reused); before that, it is described only.
+pub(crate) async fn current(sm: &StateMachine) -> Result<Option<Snapshot<TypeConfig>>, Error> {
+    let checkpoint: Option<SnapshotMeta> = match sm.inner.meta.get(CURRENT)? {
+        Some(bytes) => Some(decode(&bytes)?),
+        None => None,
+    };
+    // No checkpoint, no purged log: no peer can need a snapshot.
+    let Some(checkpoint) = checkpoint else { return Ok(None) };
+    if !sm.inner.exports.serving.load(Ordering::SeqCst) {
+        return Ok(Some(Snapshot { meta: checkpoint, snapshot: Box::new(empty_file(sm).await?) }));
+    }
+    let floor = checkpoint.last_log_id;
+    if let Some((meta, path)) = sm.inner.exports.take() {
+        if meta.last_log_id >= floor {
+            if let Ok(file) = tokio::fs::File::open(&path).await {
+                sm.inner.exports.set((meta.clone(), path));
+                return Ok(Some(Snapshot { meta, snapshot: Box::new(file) }));
+            }
+        }
+        let _ = std::fs::remove_file(path);
+    }
+    let (mut meta, revision) = describe(sm)?;
+    if checkpoint.last_log_id == meta.last_log_id {
+        // Nothing applied since the checkpoint: the export is that snapshot.
+        meta.snapshot_id = checkpoint.snapshot_id;
+    }
+    let path = export_path(sm, next_seq(sm)?);
+    tracing::info!(snapshot = %meta.snapshot_id, "exporting a snapshot for a peer");
+    export(sm, &meta, revision, &path)?;
+    let file = tokio::fs::File::open(&path).await?;
+    sm.inner.exports.set((meta.clone(), path));
+    Ok(Some(Snapshot { meta, snapshot: Box::new(file) }))
+}
+
+/// Lets [`current`] export data: called once the node runs.
+pub(crate) fn serve(sm: &StateMachine) {
+    sm.inner.exports.serving.store(true, Ordering::SeqCst);
 }
 
 /// A fresh file to receive a snapshot into.
@@ -181,22 +270,26 @@ pub(crate) async fn install(
         tracing::info!(snapshot = %meta.snapshot_id, "ignoring a snapshot that is not newer than the applied state");
         return Ok(());
     }
-    // Keep the received bytes as this node's current snapshot file.
-    let path = snapshot_path(sm, &meta.snapshot_id);
+    // Copy the received bytes where a crash can find them, a buffer at a time.
+    let path = sm.inner.snapshot_dir.join(INSTALL_FILE);
     data.seek(std::io::SeekFrom::Start(0)).await?;
-    let mut bytes = Vec::new();
-    data.read_to_end(&mut bytes).await?;
     {
-        let mut file = std::fs::File::create(&path)?;
-        file.write_all(&bytes)?;
-        file.sync_all()?;
+        let mut file = tokio::fs::File::create(&path).await?;
+        tokio::io::copy(&mut *data, &mut file).await?;
+        file.sync_all().await?;
     }
-    drop(bytes);
+    drop(data);
     sm.inner.meta.insert(INSTALLING, encode(meta)?)?;
     sm.inner.disk.sync().await?;
+    if let Some((_, old)) = sm.inner.exports.take() {
+        let _ = std::fs::remove_file(old);
+    }
     import(sm, &path, meta)?;
     sm.inner.meta.remove(INSTALLING)?;
-    set_current(sm, meta).await?;
+    sm.inner.meta.insert(CURRENT, encode(meta)?)?;
+    sm.inner.disk.sync().await?;
+    clear_leftovers(sm)?;
+    let _ = std::fs::remove_file(path);
     Ok(())
 }
 
@@ -205,10 +298,12 @@ pub(crate) fn resume_install(sm: &StateMachine) -> Result<(), Error> {
     let Some(bytes) = sm.inner.meta.get(INSTALLING)? else { return Ok(()) };
     let meta: SnapshotMeta = decode(&bytes)?;
     tracing::warn!(snapshot = %meta.snapshot_id, "finishing an interrupted snapshot install");
-    import(sm, &snapshot_path(sm, &meta.snapshot_id), &meta)?;
+    let path = sm.inner.snapshot_dir.join(INSTALL_FILE);
+    import(sm, &path, &meta)?;
     sm.inner.meta.remove(INSTALLING)?;
     sm.inner.meta.insert(CURRENT, encode(&meta)?)?;
     sm.inner.db.flush()?;
+    let _ = std::fs::remove_file(path);
     Ok(())
 }
 
@@ -221,14 +316,19 @@ fn import(sm: &StateMachine, path: &Path, meta: &SnapshotMeta) -> Result<(), Err
     sm.invalidate_catalog();
     sm.inner.changes.clear()?;
     sm.inner.sessions_tree.clear()?;
-    let mut revision = 0;
     let mut input = BufReader::new(std::fs::File::open(path)?);
+    let revision = match read_record(&mut input)? {
+        Some(Record::Header { revision, .. }) => revision,
+        _ => return Err(Error::Corrupt(format!("snapshot {} does not start with a header", meta.snapshot_id))),
+    };
     let mut tree: Option<sled::Tree> = None;
     let mut batch = sled::Batch::default();
     let mut pending = 0;
     while let Some(record) = read_record(&mut input)? {
         match record {
-            Record::Header { revision: r, .. } => revision = r,
+            Record::Header { .. } => {
+                return Err(Error::Corrupt(format!("snapshot {} has a second header", meta.snapshot_id)))
+            }
             Record::Session(k, v) => {
                 sm.inner.sessions_tree.insert(k, v)?;
             }

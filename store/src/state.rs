@@ -58,6 +58,8 @@ pub(crate) struct Inner {
     pub(crate) changes: sled::Tree,
     pub(crate) sessions_tree: sled::Tree,
     pub(crate) snapshot_dir: PathBuf,
+    /// The snapshot export kept for peers (see [`snapshot`]).
+    pub(crate) exports: snapshot::Exports,
     /// Log index of the last applied entry.
     applied_index: AtomicU64,
     /// Bytes of commands applied since the node started (approximate; drives snapshots).
@@ -120,6 +122,7 @@ impl StateMachine {
             changes: db.open_tree("sm/changes")?,
             sessions_tree: db.open_tree("sm/sessions")?,
             snapshot_dir: snapshot_dir.to_path_buf(),
+            exports: snapshot::Exports::default(),
             applied_index: AtomicU64::new(0),
             applied_bytes: AtomicU64::new(0),
             revision: watch::channel(0).0,
@@ -131,6 +134,7 @@ impl StateMachine {
         };
         let sm = Self { inner: Arc::new(inner) };
         snapshot::resume_install(&sm)?;
+        snapshot::clear_leftovers(&sm)?;
         sm.ensure_default_keyspace()?;
         sm.collect_orphan_trees()?;
         sm.refresh_applied()?;
@@ -253,6 +257,13 @@ impl StateMachine {
     /// Follows the applied revision (for waiting until a revision is applied).
     pub fn watch_revision(&self) -> watch::Receiver<u64> {
         self.inner.revision.subscribe()
+    }
+
+    /// Lets `get_current_snapshot` export the state for peers that need a snapshot. Until then
+    /// (while openraft starts up and reads only the snapshot's metadata) the current snapshot is
+    /// described without data; see the `snapshot` module.
+    pub fn serve_snapshots(&self) {
+        snapshot::serve(self);
     }
 
     /// Live memory figures of the node's budgeted parts (shared with the rest of the node).

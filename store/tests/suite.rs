@@ -14,6 +14,7 @@ impl StoreBuilder<TypeConfig, Log, StateMachine, tempfile::TempDir> for Builder 
         let (_db, log, sm) =
             ledge_store::open_with(dir.path(), ledge_store::StoreOptions { log: opts, cache_bytes: 0 })
                 .expect("open store");
+        sm.serve_snapshots();
         Ok((dir, log, sm))
     }
 }
