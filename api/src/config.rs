@@ -56,7 +56,8 @@ pub struct Args {
     /// Build a Raft snapshot after this many log entries.
     #[arg(long, env = "LEDGE_SNAPSHOT_AFTER")]
     pub snapshot_after: Option<u64>,
-    /// Log entries (and watch history) kept behind a snapshot.
+    /// Log entries and watch-history revisions kept behind a snapshot [default: 1,000 entries and
+    /// 10,000 revisions].
     #[arg(long, env = "LEDGE_LOG_KEEP")]
     pub log_keep: Option<u64>,
     /// Most voters a region grows to; further nodes stay learners.
@@ -166,8 +167,9 @@ pub struct Config {
     pub request_timeout_ms: u64,
     /// Snapshot threshold in log entries.
     pub snapshot_after: u64,
-    /// Log entries kept behind a snapshot.
-    pub log_keep: u64,
+    /// Log entries and watch-history revisions kept behind a snapshot, when set (otherwise
+    /// 1,000 entries and 10,000 revisions).
+    pub log_keep: Option<u64>,
     /// Most voters.
     pub max_voters: usize,
     /// Raft heartbeat period in milliseconds.
@@ -265,7 +267,7 @@ impl Config {
             log_format: args.log_format.or(file.log_format).unwrap_or(LogFormat::Text),
             request_timeout_ms,
             snapshot_after: args.snapshot_after.or(file.snapshot_after).unwrap_or(20_000).max(1),
-            log_keep: args.log_keep.or(file.log_keep).unwrap_or(5_000),
+            log_keep: args.log_keep.or(file.log_keep),
             max_voters: match args.max_voters.or(file.max_voters).unwrap_or(5) {
                 n @ 1..=7 => n,
                 n => return Err(format!("--max-voters must be between 1 and 7, got {n}")),

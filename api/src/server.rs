@@ -144,7 +144,8 @@ where
             election_min: Duration::from_millis(config.election_timeout_ms.0),
             election_max: Duration::from_millis(config.election_timeout_ms.1),
             snapshot_after: config.snapshot_after,
-            keep_after_snapshot: config.log_keep,
+            keep_after_snapshot: config.log_keep.unwrap_or(RaftTuning::default().keep_after_snapshot),
+            change_retention: config.log_keep.unwrap_or(RaftTuning::default().change_retention),
             ..RaftTuning::default()
         },
     };

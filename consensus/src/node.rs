@@ -50,6 +50,11 @@ pub struct RaftTuning {
     pub snapshot_interval: Duration,
     /// Entries kept in the log behind a snapshot (for slow followers) before purging.
     pub keep_after_snapshot: u64,
+    /// Revisions of change log (watch history) kept behind a snapshot.
+    pub change_retention: u64,
+    /// Build a snapshot once nothing has been applied for this long and anything was applied
+    /// since the last one, so that an idle node's log is purged down to `keep_after_snapshot`.
+    pub checkpoint_idle: Duration,
 }
 
 impl Default for RaftTuning {
@@ -59,9 +64,11 @@ impl Default for RaftTuning {
             election_min: Duration::from_millis(250),
             election_max: Duration::from_millis(500),
             snapshot_after: 20_000,
-            snapshot_bytes: 64 * 1024 * 1024,
-            snapshot_interval: Duration::from_secs(600),
-            keep_after_snapshot: 5_000,
+            snapshot_bytes: 16 * 1024 * 1024,
+            snapshot_interval: Duration::from_secs(60),
+            keep_after_snapshot: 1_000,
+            change_retention: 10_000,
+            checkpoint_idle: Duration::from_secs(5),
         }
     }
 }
@@ -232,7 +239,7 @@ impl Node {
             ..Default::default()
         };
         let config = Arc::new(config.validate().map_err(|e| Error::InvalidInput(format!("raft config: {e}")))?);
-        sm.set_change_retention(opts.raft.keep_after_snapshot);
+        sm.set_change_retention(opts.raft.change_retention);
         let quorum_age = QuorumAge::default();
         let raft = Raft::new(id, config, Network::new(dialer.clone(), quorum_age.clone()), log.clone(), sm.clone())
             .await
@@ -276,12 +283,14 @@ impl Node {
         Ok(node)
     }
 
-    /// Triggers a snapshot once `snapshot_after` entries or `snapshot_bytes` bytes of commands
-    /// were applied since the last one, or `snapshot_interval` passed with anything applied. An
-    /// entry carries a batch of writes, so a count of entries alone says little about how much
-    /// log a snapshot would let the node purge.
+    /// Triggers a snapshot (a checkpoint, see `ledge_store::snapshot`) once `snapshot_after`
+    /// entries or `snapshot_bytes` bytes of commands were applied since the last one, or
+    /// `snapshot_interval` passed with anything applied, or the node went idle for
+    /// `checkpoint_idle` with anything applied. An entry carries a batch of writes, so a count of
+    /// entries alone says little about how much log a snapshot would let the node purge.
     async fn snapshots(self, tuning: RaftTuning) {
         let mut since = tokio::time::Instant::now();
+        let mut last_seen = (0, tokio::time::Instant::now());
         let mut bytes_at_last = self.inner.sm.applied_bytes();
         let mut index_at_last = self.inner.sm.applied_index();
         loop {
@@ -297,9 +306,14 @@ impl Node {
             let base = snapshot.max(index_at_last);
             let entries = applied.saturating_sub(base);
             let bytes = self.inner.sm.applied_bytes().saturating_sub(bytes_at_last);
+            if applied != last_seen.0 {
+                last_seen = (applied, tokio::time::Instant::now());
+            }
+            let idle = last_seen.1.elapsed() >= tuning.checkpoint_idle;
             let due = entries >= tuning.snapshot_after
                 || bytes >= tuning.snapshot_bytes
-                || (entries > 0 && since.elapsed() >= tuning.snapshot_interval);
+                || (entries > 0 && since.elapsed() >= tuning.snapshot_interval)
+                || (entries > 0 && idle);
             if !due {
                 continue;
             }
