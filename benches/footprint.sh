@@ -3,7 +3,7 @@
 # large data set, with etcd's beside it for the same keys, in one run on this machine.
 #
 #   benches/footprint.sh                                  # KEYS=100000,1000000
-#   KEYS=100000 SKIP_ETCD=1 benches/footprint.sh          # a quick run
+#   KEYS=100000 TOPOLOGIES=single SKIP_ETCD=1 benches/footprint.sh   # a quick run
 #   MEMORY_MB=128 SKIP_BUILD=1 KEEP=1 WORK_DIR=/tmp/fp benches/footprint.sh
 #
 # For each topology (a one-node region, a 3-node region) and each KEYS count, on fresh data:
@@ -29,6 +29,7 @@ source "$(dirname "$0")/scripts/common.sh"
 scripts="$LEDGE_ROOT/benches/scripts"
 
 IFS=, read -r -a key_counts <<<"${KEYS:-100000,1000000}"
+IFS=, read -r -a topologies <<<"${TOPOLOGIES:-single,region}"
 clients=${CLIENTS:-64}
 value_size=${VALUE_SIZE:-256}
 key_size=16
@@ -251,8 +252,7 @@ run_etcd() {
 ensure_cmd jq jq
 [ -n "${SKIP_BUILD:-}" ] || "$scripts/build.sh"
 for keys in "${key_counts[@]}"; do
-  run_ledge single "$keys"
-  run_ledge region "$keys"
+  for topology in "${topologies[@]}"; do run_ledge "$topology" "$keys"; done
 done
 [ -n "${SKIP_ETCD:-}" ] || run_etcd "$largest"
 

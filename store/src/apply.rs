@@ -12,6 +12,7 @@
 //! point until the next checkpoint. Catalog and membership entries are applied one at a time.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use openraft::{Entry, EntryPayload};
 use sled::Transactional;
@@ -21,15 +22,13 @@ use crate::command::{
     StoredMembership, TypeConfig, Versioned, DEFAULT_KEYSPACE,
 };
 use crate::error::{decode, encode};
-use crate::keycode::encode_u64;
 use crate::session::{Seen, Sessions, Write};
 use crate::state::{data_tree_name, StateMachine, LAST_APPLIED, MEMBERSHIP, REVISION};
 use crate::Error;
 
 /// Positions of the fixed trees in a run's tree list.
 const META: usize = 0;
-const CHANGES: usize = 1;
-const SESSIONS: usize = 2;
+const SESSIONS: usize = 1;
 
 /// The writes of one run, per tree, over the trees' stored contents.
 struct Overlay {
@@ -136,7 +135,7 @@ impl StateMachine {
     /// Applies entries that carry only batches, in one transaction.
     fn apply_run(&self, entries: Vec<Entry<TypeConfig>>) -> Result<Vec<Applied>, Error> {
         let Some(last) = entries.last().map(|e| e.log_id) else { return Ok(Vec::new()) };
-        let mut trees = vec![self.inner.meta.clone(), self.inner.changes.clone(), self.inner.sessions_tree.clone()];
+        let mut trees = vec![self.inner.meta.clone(), self.inner.sessions_tree.clone()];
         let mut spaces: HashMap<String, Result<usize, Error>> = HashMap::new();
         for entry in &entries {
             let EntryPayload::Normal(p) = &entry.payload else { continue };
@@ -176,9 +175,7 @@ impl StateMachine {
                         Some(Ok(tree)) => {
                             let (outcome, events) = batch(overlay, *tree, revision, &conditions, &ops)?;
                             if !events.is_empty() {
-                                let change = Change { revision, keyspace, events };
-                                overlay.put(CHANGES, &encode_u64(revision), encode(&change)?);
-                                changes.push(change);
+                                changes.push(Arc::new(Change { revision, keyspace, events }));
                             }
                             Ok(Response::Batch(outcome))
                         }
@@ -196,6 +193,7 @@ impl StateMachine {
         drop(sessions);
         self.set_applied(last.index, revision);
         for change in changes {
+            self.inner.history.push(change.clone());
             self.inner.events.send(change);
         }
         Ok(out)

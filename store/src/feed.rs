@@ -21,7 +21,7 @@ const EVENT_OVERHEAD: u64 = 64;
 
 /// One item of the feed: an applied change, or the marker of one left in the change log.
 pub struct Fed {
-    change: Change,
+    change: Arc<Change>,
     elided: bool,
     bytes: u64,
     usage: Usage,
@@ -46,7 +46,8 @@ impl Drop for Fed {
     }
 }
 
-fn size(change: &Change) -> u64 {
+/// Bytes a change is counted for in the memory budget.
+pub(crate) fn size(change: &Change) -> u64 {
     let events: u64 = change
         .events
         .iter()
@@ -76,7 +77,7 @@ impl Feed {
     }
 
     /// Offers `change` to subscribers (dropped at once when there are none).
-    pub(crate) fn send(&self, change: Change) {
+    pub(crate) fn send(&self, change: Arc<Change>) {
         if self.tx.receiver_count() == 0 {
             return;
         }
@@ -84,7 +85,8 @@ impl Feed {
         let fed = if self.usage.try_add(Part::Changes, bytes, self.limit.load(Ordering::Relaxed)) {
             Fed { change, elided: false, bytes, usage: self.usage.clone() }
         } else {
-            let marker = Change { revision: change.revision, keyspace: change.keyspace, events: Vec::new() };
+            let marker = Change { revision: change.revision, keyspace: change.keyspace.clone(), events: Vec::new() };
+            let marker = Arc::new(marker);
             Fed { change: marker, elided: true, bytes: 0, usage: self.usage.clone() }
         };
         // A subscriber that left meanwhile is not an error.
@@ -97,12 +99,12 @@ mod tests {
     use super::*;
     use crate::command::Event;
 
-    fn change(revision: u64, value: usize) -> Change {
-        Change {
+    fn change(revision: u64, value: usize) -> Arc<Change> {
+        Arc::new(Change {
             revision,
             keyspace: "k".into(),
             events: vec![Event { key: b"a".to_vec(), value: Some(vec![0; value]) }],
-        }
+        })
     }
 
     #[tokio::test]

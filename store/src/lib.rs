@@ -41,6 +41,7 @@ mod error;
 pub mod eventual;
 mod feed;
 mod footprint;
+mod history;
 pub mod keycode;
 mod log;
 mod session;

@@ -40,7 +40,7 @@ use tokio::io::AsyncSeekExt;
 
 use crate::command::{KeyspaceDef, LogId, Mode, SnapshotMeta, StoredMembership, TypeConfig};
 use crate::error::{decode, encode};
-use crate::state::{data_tree_name, StateMachine, COMPACTED_BEFORE, LAST_APPLIED, MEMBERSHIP, REVISION};
+use crate::state::{data_tree_name, StateMachine, LAST_APPLIED, MEMBERSHIP, REVISION};
 use crate::Error;
 
 const CURRENT: &[u8] = b"snapshot";
@@ -155,14 +155,12 @@ impl SnapshotBuilder {
     }
 
     pub(crate) async fn finish(&mut self) -> Result<Snapshot<TypeConfig>, Error> {
-        let (meta, revision) =
-            std::mem::replace(&mut self.staged, Err(Error::InvalidInput("snapshot already built".into())))?;
+        let (meta, _) = std::mem::replace(&mut self.staged, Err(Error::InvalidInput("snapshot already built".into())))?;
         // openraft purges the log behind a snapshot: first make the applied state durable.
         self.sm.checkpoint().await?;
         self.sm.inner.meta.insert(CURRENT, encode(&meta)?)?;
         self.sm.inner.disk.sync().await?;
         self.sm.inner.exports.retire_before(&meta.last_log_id);
-        self.sm.compact_changes(revision)?;
         Ok(Snapshot { meta, snapshot: Box::new(empty_file(&self.sm).await?) })
     }
 }
@@ -314,7 +312,6 @@ fn import(sm: &StateMachine, path: &Path, meta: &SnapshotMeta) -> Result<(), Err
     }
     sm.inner.catalog.clear()?;
     sm.invalidate_catalog();
-    sm.inner.changes.clear()?;
     sm.inner.sessions_tree.clear()?;
     let mut input = BufReader::new(std::fs::File::open(path)?);
     let revision = match read_record(&mut input)? {
@@ -363,9 +360,6 @@ fn import(sm: &StateMachine, path: &Path, meta: &SnapshotMeta) -> Result<(), Err
     m.insert(LAST_APPLIED, encode(&meta.last_log_id)?);
     m.insert(MEMBERSHIP, encode(&meta.last_membership)?);
     m.insert(REVISION, encode(&revision)?);
-    // The change log starts after the snapshot: older revisions are answered with a snapshot.
-    let next = revision + 1;
-    m.insert(COMPACTED_BEFORE, encode(&next)?);
     sm.inner.meta.apply_batch(m)?;
     sm.refresh_applied()?;
     Ok(())

@@ -31,14 +31,16 @@ use crate::command::{
 };
 use crate::error::{decode, encode};
 use crate::feed::{Fed, Feed};
-use crate::keycode::{decode_u64, encode_u64};
+use crate::history::History;
 use crate::session::Sessions;
 use crate::snapshot::{self, SnapshotBuilder};
 use crate::Error;
 
 pub(crate) const LAST_APPLIED: &[u8] = b"last_applied";
 pub(crate) const MEMBERSHIP: &[u8] = b"membership";
-pub(crate) const COMPACTED_BEFORE: &[u8] = b"changes_compacted_before";
+/// Keys and trees of the change log when it was kept in sled, removed at open.
+const OLD_COMPACTED_BEFORE: &[u8] = b"changes_compacted_before";
+const OLD_CHANGES_TREE: &str = "sm/changes";
 pub(crate) const REVISION: &[u8] = b"revision";
 const DATA_TREE_PREFIX: &str = "ks/";
 
@@ -55,7 +57,8 @@ pub(crate) struct Inner {
     pub(crate) disk: crate::Disk,
     pub(crate) meta: sled::Tree,
     pub(crate) catalog: sled::Tree,
-    pub(crate) changes: sled::Tree,
+    /// Recent changes for watchers, in memory.
+    pub(crate) history: History,
     pub(crate) sessions_tree: sled::Tree,
     pub(crate) snapshot_dir: PathBuf,
     /// The snapshot export kept for peers (see [`snapshot`]).
@@ -69,8 +72,6 @@ pub(crate) struct Inner {
     /// Recent results per client, mirrored in `sessions_tree`; changed only by apply and
     /// snapshot install.
     pub(crate) sessions: std::sync::Mutex<Sessions>,
-    /// Revisions kept in the change log behind a snapshot.
-    change_retention: AtomicU64,
     /// Keyspace definitions and their open data trees, read through from `catalog`.
     cache: RwLock<CatalogCache>,
     pub(crate) events: Feed,
@@ -119,7 +120,7 @@ impl StateMachine {
             disk: disk.clone(),
             meta: db.open_tree("sm/meta")?,
             catalog: db.open_tree("sm/catalog")?,
-            changes: db.open_tree("sm/changes")?,
+            history: History::new(1, usage.clone()),
             sessions_tree: db.open_tree("sm/sessions")?,
             snapshot_dir: snapshot_dir.to_path_buf(),
             exports: snapshot::Exports::default(),
@@ -127,7 +128,6 @@ impl StateMachine {
             applied_bytes: AtomicU64::new(0),
             revision: watch::channel(0).0,
             sessions: std::sync::Mutex::default(),
-            change_retention: AtomicU64::new(5_000),
             cache: RwLock::default(),
             events: Feed::new(usage.clone()),
             usage,
@@ -135,6 +135,8 @@ impl StateMachine {
         let sm = Self { inner: Arc::new(inner) };
         snapshot::resume_install(&sm)?;
         snapshot::clear_leftovers(&sm)?;
+        sm.inner.db.drop_tree(OLD_CHANGES_TREE)?;
+        sm.inner.meta.remove(OLD_COMPACTED_BEFORE)?;
         sm.ensure_default_keyspace()?;
         sm.collect_orphan_trees()?;
         sm.refresh_applied()?;
@@ -200,6 +202,8 @@ impl StateMachine {
         };
         *self.sessions()? = Sessions::load(&self.inner.sessions_tree)?;
         self.set_applied(index, revision);
+        // The change log is kept in memory: it answers from here on.
+        self.inner.history.reset(revision + 1);
         Ok(())
     }
 
@@ -271,10 +275,11 @@ impl StateMachine {
         &self.inner.usage
     }
 
-    /// Bounds the bytes of applied changes held for live watchers (the `changes` share of the
-    /// memory budget); unbounded until called.
+    /// Bounds the bytes of applied changes held for watchers (the `changes` share of the
+    /// memory budget): half for the change log, half for the live feed; unbounded until called.
     pub fn set_feed_limit(&self, bytes: u64) {
-        self.inner.events.set_limit(bytes);
+        self.inner.history.set_limit(bytes / 2);
+        self.inner.events.set_limit(bytes / 2);
     }
 
     /// Subscribes to changes as they are applied. An item may be [`Fed::elided`]: the change
@@ -339,64 +344,22 @@ impl StateMachine {
         Ok(out)
     }
 
-    /// Changes recorded in the change log with revision >= `from`, at most `limit` of them.
-    pub fn changes_since(&self, from: u64, limit: usize) -> Result<Vec<Change>, Error> {
-        let mut out = Vec::new();
-        for item in self.inner.changes.range(encode_u64(from)..).take(limit) {
-            let (_, v) = item?;
-            out.push(decode(&v)?);
-        }
-        Ok(out)
+    /// Changes in the change log (see the `history` module) with revision >= `from`, at most
+    /// `limit` of them.
+    pub fn changes_since(&self, from: u64, limit: usize) -> Result<Vec<Arc<Change>>, Error> {
+        Ok(self.inner.history.since(from, limit))
     }
 
-    /// The oldest revision still held by the change log, if any.
-    pub fn oldest_change(&self) -> Result<Option<u64>, Error> {
-        match self.inner.changes.first()? {
-            Some((k, _)) => Ok(Some(decode_u64(&k)?)),
-            None => Ok(None),
-        }
-    }
-
-    /// Sets how many revisions of change log are kept behind each snapshot.
+    /// Sets how many revisions of change log (watch history) are kept.
     pub fn set_change_retention(&self, revisions: u64) {
-        self.inner.change_retention.store(revisions, Ordering::SeqCst);
+        self.inner.history.set_retention(revisions);
     }
 
     /// The first revision the change log still answers for: changes before it were compacted
-    /// (or arrived in a snapshot) and a watch from an older revision starts with a snapshot.
+    /// (or arrived in a snapshot, or were applied before the node last started) and a watch from
+    /// an older revision starts with a snapshot.
     pub fn compacted_before(&self) -> Result<u64, Error> {
-        match self.inner.meta.get(COMPACTED_BEFORE)? {
-            Some(b) => decode(&b),
-            None => Ok(1),
-        }
-    }
-
-    /// Removes change-log records older than `before` and records the compaction point.
-    pub fn trim_changes(&self, before: u64) -> Result<usize, Error> {
-        if before <= self.compacted_before()? {
-            return Ok(0);
-        }
-        // Record the compaction point first, so a reader never misses a gap.
-        self.inner.meta.insert(COMPACTED_BEFORE, encode(&before)?)?;
-        let mut batch = sled::Batch::default();
-        let mut n = 0;
-        for key in self.inner.changes.range(..encode_u64(before)).keys() {
-            batch.remove(key?);
-            n += 1;
-        }
-        self.inner.changes.apply_batch(batch)?;
-        Ok(n)
-    }
-
-    /// Compacts the change log after a snapshot at `revision`, keeping the configured retention.
-    pub(crate) fn compact_changes(&self, revision: u64) -> Result<(), Error> {
-        let keep = self.inner.change_retention.load(Ordering::SeqCst);
-        let before = revision.saturating_sub(keep);
-        if before > 1 {
-            let n = self.trim_changes(before)?;
-            tracing::debug!(before, removed = n, "compacted the change log");
-        }
-        Ok(())
+        Ok(self.inner.history.compacted_before())
     }
 }
 

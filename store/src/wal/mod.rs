@@ -60,7 +60,7 @@ pub enum FlushPolicy {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogOptions {
     /// A segment is closed and a new one started once it holds at least this many bytes
-    /// (default 64 MiB).
+    /// (default 8 MiB, so that purging behind a checkpoint frees disk soon).
     pub segment_bytes: u64,
     /// Bytes (as encoded) of recent entries kept decoded in memory (default 16 MiB).
     pub cache_bytes: usize,
@@ -74,7 +74,7 @@ pub struct LogOptions {
 
 impl Default for LogOptions {
     fn default() -> Self {
-        Self { segment_bytes: 64 << 20, cache_bytes: 16 << 20, flush: FlushPolicy::Background, max_read_bytes: 2 << 20 }
+        Self { segment_bytes: 8 << 20, cache_bytes: 16 << 20, flush: FlushPolicy::Background, max_read_bytes: 2 << 20 }
     }
 }
 
