@@ -7,9 +7,10 @@
 //!   writer with group commit and `fdatasync`, an in-memory index of every entry and a cache of
 //!   the recent tail. It implements openraft's `RaftLogStorage`. See the `log` module docs.
 //! - `db/`: one sled database with everything else, each concern in its own tree:
-//!   - [`StateMachine`]: the catalog of keyspaces, one data tree per strong keyspace, the change
-//!     log, and the applied state. It implements openraft's `RaftStateMachine`, with snapshots
-//!     streamed through files under `snapshots/` (see [`snapshot`]).
+//!   - [`StateMachine`]: the catalog of keyspaces, one data tree per strong keyspace, and the
+//!     applied state (its change log, the watch history, is in memory). It implements openraft's
+//!     `RaftStateMachine`; its snapshots are checkpoints, exported to a file under `snapshots/`
+//!     only for a peer that needs one (see [`snapshot`]).
 //!   - [`Eventual`] (module [`eventual`]): the replicas of eventual keyspaces, outside Raft: per
 //!     keyspace a data tree, a digest index with its in-memory hash tree for anti-entropy, and a
 //!     tombstone index; a shared change log and sync bookkeeping. Opaque bytes only: the CRDT
@@ -23,8 +24,8 @@
 //! Each entry carries a [`Proposal`]: the writes the leader batched. Once a majority has them,
 //! openraft calls [`StateMachine`]'s `apply`, which gives each [`Command`] the next revision,
 //! answers a retried request from the session table instead of applying it again, and commits a
-//! whole run of entries (data, change-log records, session results, the last-applied log id and
-//! revision) in one sled transaction, then announces the changes to watchers.
+//! whole run of entries (data, session results, the last-applied log id and revision) in one
+//! sled transaction, then announces the changes to watchers.
 //!
 //! The state machine is not flushed with the log: after a crash it may be behind its last
 //! applied entry, and openraft re-applies the difference from the log. That is why the log

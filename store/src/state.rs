@@ -1,16 +1,16 @@
 //! The replicated state machine on sled.
 //!
 //! Trees: `sm/meta` (last applied log id, membership, snapshot bookkeeping), `sm/catalog`
-//! (keyspace definitions), `sm/changes` (the change log, keyed by revision) and one data tree per
-//! strong keyspace, named `ks/NAME@CREATED_REVISION` so that a dropped and re-created keyspace
-//! never sees the old data.
+//! (keyspace definitions) and one data tree per strong keyspace, named
+//! `ks/NAME@CREATED_REVISION` so that a dropped and re-created keyspace never sees the old data.
 //!
 //! `sm/sessions` holds the results of recent writes per client (see `session`), and `sm/meta`
 //! also the revision counter.
 //!
-//! Applying (see `apply`) commits a run of entries' data, change-log records, session results and
-//! the new last-applied log id and revision in one sled transaction, so a crash leaves the state
-//! machine exactly at some applied index and openraft replays the rest from the log. Nothing here
+//! Applying (see `apply`) commits a run of entries' data, session results and the new
+//! last-applied log id and revision in one sled transaction, then appends the changes to the
+//! in-memory change log (see `history`). A crash leaves the state machine exactly at some applied
+//! index and openraft replays the rest from the log. Nothing here
 //! flushes: the Raft log is the durability point, and the applied state is made durable at
 //! checkpoints ([`StateMachine::checkpoint`]) before the log behind it is purged.
 
