@@ -88,6 +88,11 @@ impl Node {
         Node { dir, addr, args, child: None, _temp: None }
     }
 
+    /// Keeps `temp` (the directory holding the node's data) until the node is dropped.
+    pub fn keep_temp(&mut self, temp: tempfile::TempDir) {
+        self._temp = Some(temp);
+    }
+
     /// Whether the process is running.
     pub fn is_running(&self) -> bool {
         self.child.is_some()

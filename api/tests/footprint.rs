@@ -1,0 +1,106 @@
+//! The memory budget and the disk footprint on a real `ledged`: what `cluster status` reports,
+//! the refusals the budget makes, and checkpoints that purge the log behind them.
+
+mod common;
+
+use common::Node;
+use ledge_client::{Mode, ScanOptions, Scope};
+use tonic::Code;
+
+fn single(extra: &[&str]) -> Node {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let addr = format!("127.0.0.1:{}", common::free_port());
+    let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    let mut node = Node::new(temp.path().join("data"), addr, &extra);
+    node.keep_temp(temp);
+    node.spawn();
+    node
+}
+
+#[tokio::test]
+async fn status_reports_the_budget_by_part_rss_and_disk() {
+    let node = single(&["--memory-mb", "48"]);
+    let c = node.wait_ready().await;
+    c.put("default", "k", "v").await.unwrap();
+    let status = c.status().await.unwrap();
+    assert_eq!(status.memory_budget, 48 << 20);
+    let names: Vec<&str> = status.memory.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["sled_cache", "log_cache", "requests", "changes", "digests"]);
+    let total: u64 = status.memory.iter().map(|p| p.limit).sum();
+    assert!(total < status.memory_budget, "shares {total} within the budget");
+    for part in &status.memory {
+        match part.name.as_str() {
+            "sled_cache" => assert_eq!(part.used, None, "sled does not report its cache"),
+            _ => assert!(part.used.unwrap() <= part.limit, "{part:?}"),
+        }
+    }
+    assert!(status.rss > 1 << 20, "rss {}", status.rss);
+    assert!(status.disk.log > 0 && status.disk.db > 0, "{:?}", status.disk);
+
+    // The command line shows the same figures.
+    let out = node.cli(&["--output", "json", "cluster", "status"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json status");
+    assert_eq!(json["memory_budget_bytes"], 48u64 << 20);
+    assert_eq!(json["memory"][0]["name"], "sled_cache");
+    assert!(json["disk"]["db_bytes"].as_u64().unwrap() > 0, "{json}");
+    let out = node.cli(&["cluster", "status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("budget 48.0 MiB") && text.contains("  log_cache "), "{text}");
+}
+
+#[test]
+fn a_budget_out_of_range_is_refused_at_start_by_name() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = std::process::Command::new(common::binary("ledged"))
+        .args(["--region", "test", "--listen", "127.0.0.1:0", "--memory-mb", "8", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .output()
+        .expect("run ledged");
+    assert!(!out.status.success(), "ledged must refuse --memory-mb 8");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--memory-mb 8") && stderr.contains("32"), "{stderr}");
+}
+
+#[tokio::test]
+async fn eventual_keyspaces_past_the_digest_share_are_refused_and_nothing_changes() {
+    // 32 MiB: the digests share (10 %) holds three hash trees of 1 MiB.
+    let node = single(&["--memory-mb", "32"]);
+    let c = node.wait_ready().await;
+    for name in ["e1", "e2", "e3"] {
+        c.create_keyspace(name, Mode::Eventual, Scope::Region).await.unwrap();
+    }
+    let e = c.create_keyspace("e4", Mode::Eventual, Scope::Region).await.unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e}");
+    assert!(e.to_string().contains("--memory-mb"), "{e}");
+    // Strong keyspaces take no hash tree; the refused one was never created.
+    c.create_keyspace("s1", Mode::Strong, Scope::Region).await.unwrap();
+    let names: Vec<String> = c.list_keyspaces().await.unwrap().into_iter().map(|k| k.name).collect();
+    assert_eq!(names, ["default", "e1", "e2", "e3", "s1"]);
+    c.put("e1", "k", "v").await.unwrap();
+}
+
+#[tokio::test]
+async fn checkpoints_purge_the_log_behind_them_and_keep_no_snapshot_copy() {
+    let node = single(&["--log-keep", "10"]);
+    let c = node.wait_ready().await;
+    // 48 values of 512 KiB: 24 MiB of log, three segments of 8 MiB.
+    let value = vec![7u8; 512 * 1024];
+    for i in 0..48 {
+        c.put("default", format!("key-{i:04}"), value.clone()).await.unwrap();
+    }
+    let before = c.status().await.unwrap();
+    // A checkpoint (after 16 MiB applied, or 5 s idle) lets the log be purged behind it.
+    let mut after = before.clone();
+    for _ in 0..100 {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        after = c.status().await.unwrap();
+        if after.disk.log < before.disk.log / 2 {
+            break;
+        }
+    }
+    assert!(after.disk.log < before.disk.log / 2, "log {} -> {} bytes", before.disk.log, after.disk.log);
+    assert_eq!(after.disk.snapshots, 0, "a checkpoint writes no snapshot file");
+    let all = c.scan_all(ScanOptions::new("default").prefix("key-")).await.unwrap();
+    assert_eq!(all.len(), 48);
+    assert!(all.iter().all(|kv| kv.value == value));
+}
