@@ -52,6 +52,8 @@ etcd_dir=""
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
+  # A run cut short still reports what it measured.
+  if [ $rc -ne 0 ] && [ -s "${rows_file:-/nonexistent}" ]; then write_report || true; fi
   [ -z "$sampler_pid" ] || kill "$sampler_pid" 2>/dev/null || true
   [ -z "$load_pid" ] || kill "$load_pid" 2>/dev/null || true
   local d
@@ -147,8 +149,33 @@ disk_of() {
     jq -r '"\(.disk.log_bytes) \(.disk.db_bytes) \(.disk.snapshot_bytes)"'
 }
 
-rows=()
-startup_row=""
+rows_file="$work/rows.md"
+startup_file="$work/startup.md"
+: >"$rows_file"
+: >"$startup_file"
+
+# load_and_sample DIR TARGET ENDPOINTS PID...: runs the put load against ENDPOINTS while
+# sampling the PIDs' RSS; sets `rate` (puts/s) and `before`, `during`, `after`, `idle_rss` (KiB).
+load_and_sample() {
+  local dir=$1 target=$2 endpoints=$3
+  shift 3
+  before=$(rss_now "$@")
+  sample_rss "$dir/rss-load" "$@" &
+  sampler_pid=$!
+  "$bin/ledge-load" --target "$target" --endpoints "$endpoints" --op put --clients "$clients" --total "$keys" \
+    --key-size "$key_size" --value-size "$value_size" --json >"$dir/load.json" &
+  load_pid=$!
+  wait "$load_pid"
+  load_pid=""
+  kill "$sampler_pid" 2>/dev/null || true
+  wait "$sampler_pid" 2>/dev/null || true
+  sampler_pid=""
+  during=$(max_of "$dir/rss-load")
+  after=$(rss_now "$@")
+  sleep "$idle"
+  idle_rss=$(rss_now "$@")
+  rate=$(jq -r '.ops_per_sec | floor' "$dir/load.json" | head -1)
+}
 
 # run_ledge TOPOLOGY KEYS
 run_ledge() {
@@ -163,23 +190,8 @@ run_ledge() {
   endpoints=$(cat "$dir/endpoints")
   # shellcheck disable=SC2046
   local pids=($(pids_of "$dir"))
-  local before
-  before=$(rss_now "${pids[@]}")
-  sample_rss "$dir/rss-load" "${pids[@]}" &
-  sampler_pid=$!
-  "$bin/ledge-load" --endpoints "$endpoints" --op put --clients "$clients" --total "$keys" \
-    --key-size "$key_size" --value-size "$value_size" --json >"$dir/load.json" &
-  load_pid=$!
-  wait "$load_pid"
-  load_pid=""
-  kill "$sampler_pid" 2>/dev/null || true
-  wait "$sampler_pid" 2>/dev/null || true
-  sampler_pid=""
-  local during after idle_rss
-  during=$(max_of "$dir/rss-load")
-  after=$(rss_now "${pids[@]}")
-  sleep "$idle"
-  idle_rss=$(rss_now "${pids[@]}")
+  local before during after idle_rss rate
+  load_and_sample "$dir" ledge "$endpoints" "${pids[@]}"
   local live=$((keys * (key_size + value_size))) worst=0 worst_parts="" ep
   for ep in ${endpoints//,/ }; do
     read -r l d s <<<"$(disk_of "$ep")"
@@ -189,9 +201,7 @@ run_ledge() {
       worst_parts="log $(mib $((l / 1024))) / db $(mib $((d / 1024))) / snapshots $(mib $((s / 1024)))"
     fi
   done
-  local rate
-  rate=$(jq -r '.ops_per_sec | floor' "$dir/load.json" | head -1)
-  rows+=("| Ledge $topology | $keys | ${rate:-?} | $(mib "$before") | $(mib "$during") | $(mib "$after") | $(mib "$idle_rss") | $(mib $((worst / 1024))) ($worst_parts) | $(ratio "$worst" "$live") |")
+  echo "| Ledge $topology | $keys | ${rate:-?} | $(mib "$before") | $(mib "$during") | $(mib "$after") | $(mib "$idle_rss") | $(mib $((worst / 1024))) ($worst_parts) | $(ratio "$worst" "$live") |" >>"$rows_file"
   if [ "$topology" = single ] && [ "$keys" -eq "$largest" ]; then
     stop_ledge "$dir"
     local t0 t_get t_put
@@ -201,7 +211,7 @@ run_ledge() {
     wait_answers 127.0.0.1:7700 put
     t_put=$(date +%s.%N)
     # shellcheck disable=SC2046
-    startup_row="| Ledge single | $keys | $(awk -v a="$t0" -v b="$t_get" 'BEGIN { printf "%.2f", b - a }') | $(awk -v a="$t0" -v b="$t_put" 'BEGIN { printf "%.2f", b - a }') | $(mib "$(rss_now $(pids_of "$dir"))") |"
+    echo "| Ledge single | $keys | $(awk -v a="$t0" -v b="$t_get" 'BEGIN { printf "%.2f", b - a }') | $(awk -v a="$t0" -v b="$t_put" 'BEGIN { printf "%.2f", b - a }') | $(mib "$(rss_now $(pids_of "$dir"))") |" >>"$startup_file"
   fi
   stop_ledge "$dir"
   running=("${running[@]/$dir/}")
@@ -216,34 +226,43 @@ run_etcd() {
   endpoints=$("$scripts/etcd-cluster.sh" start "$dir" | tail -1)
   local pids=() f
   for f in "$dir"/m*.pid; do pids+=("$(cat "$f")"); done
-  local before
-  before=$(rss_now "${pids[@]}")
-  sample_rss "$dir/rss-load" "${pids[@]}" &
-  sampler_pid=$!
-  "$bin/ledge-load" --target etcd --endpoints "$endpoints" --op put --clients "$clients" --total "$keys" \
-    --key-size "$key_size" --value-size "$value_size" --json >"$dir/load.json" &
-  load_pid=$!
-  wait "$load_pid"
-  load_pid=""
-  kill "$sampler_pid" 2>/dev/null || true
-  wait "$sampler_pid" 2>/dev/null || true
-  sampler_pid=""
-  local during after idle_rss
-  during=$(max_of "$dir/rss-load")
-  after=$(rss_now "${pids[@]}")
-  sleep "$idle"
-  idle_rss=$(rss_now "${pids[@]}")
+  local before during after idle_rss rate
+  load_and_sample "$dir" etcd "$endpoints" "${pids[@]}"
   local live=$((keys * (key_size + value_size))) worst=0 d bytes
   for d in "$dir"/m*.etcd "$dir"/m[0-9]; do
     [ -d "$d" ] || continue
     bytes=$(du -sb "$d" | cut -f1)
     [ "$bytes" -le "$worst" ] || worst=$bytes
   done
-  local rate
-  rate=$(jq -r '.ops_per_sec | floor' "$dir/load.json" | head -1)
-  rows+=("| etcd 3-member | $keys | ${rate:-?} | $(mib "$before") | $(mib "$during") | $(mib "$after") | $(mib "$idle_rss") | $(mib $((worst / 1024))) | $(ratio "$worst" "$live") |")
+  echo "| etcd 3-member | $keys | ${rate:-?} | $(mib "$before") | $(mib "$during") | $(mib "$after") | $(mib "$idle_rss") | $(mib $((worst / 1024))) | $(ratio "$worst" "$live") |" >>"$rows_file"
   "$scripts/etcd-cluster.sh" stop "$dir"
   etcd_dir=""
+}
+
+write_report() {
+  mkdir -p "$(dirname "$report")"
+  {
+    echo "# Footprint: Ledge and etcd, $(date -u +%Y-%m-%dT%H:%MZ)"
+    echo
+    echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); commit $(git -C "$LEDGE_ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')."
+    echo "Load: ledge-load --op put --clients $clients --key-size $key_size --value-size $value_size; Ledge memory budget ${MEMORY_MB:-default (64)} MiB."
+    echo "RSS: largest node's resident set (MiB) before the load, at its peak during it, right after, and after ${idle} s idle."
+    echo "Disk: the largest node's data directory after the idle time; ratio = disk / (keys × $((key_size + value_size)) B)."
+    echo
+    echo "| system | keys | puts/s | RSS before | RSS peak | RSS after | RSS idle | disk MiB | disk / live |"
+    echo "|---|---|---|---|---|---|---|---|---|"
+    cat "$rows_file"
+    if [ -s "$startup_file" ]; then
+      echo
+      echo "Start-up with the largest data set (seconds from exec):"
+      echo
+      echo "| node | keys | get answered | put acknowledged | RSS then (MiB) |"
+      echo "|---|---|---|---|---|"
+      cat "$startup_file"
+    fi
+  } >"$report"
+  cat "$report"
+  echo "$report"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -256,26 +275,4 @@ for keys in "${key_counts[@]}"; do
 done
 [ -n "${SKIP_ETCD:-}" ] || run_etcd "$largest"
 
-mkdir -p "$(dirname "$report")"
-{
-  echo "# Footprint: Ledge and etcd, $(date -u +%Y-%m-%dT%H:%MZ)"
-  echo
-  echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); commit $(git -C "$LEDGE_ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')."
-  echo "Load: ledge-load --op put --clients $clients --key-size $key_size --value-size $value_size; Ledge memory budget ${MEMORY_MB:-default (64)} MiB."
-  echo "RSS: largest node's resident set (MiB) before the load, at its peak during it, right after, and after ${idle} s idle."
-  echo "Disk: the largest node's data directory after the idle time; ratio = disk / (keys × $((key_size + value_size)) B)."
-  echo
-  echo "| system | keys | puts/s | RSS before | RSS peak | RSS after | RSS idle | disk MiB | disk / live |"
-  echo "|---|---|---|---|---|---|---|---|---|"
-  printf '%s\n' "${rows[@]}"
-  if [ -n "$startup_row" ]; then
-    echo
-    echo "Start-up with the largest data set (seconds from exec):"
-    echo
-    echo "| node | keys | get answered | put acknowledged | RSS then (MiB) |"
-    echo "|---|---|---|---|---|"
-    echo "$startup_row"
-  fi
-} >"$report"
-cat "$report"
-echo "$report"
+write_report

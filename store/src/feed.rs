@@ -95,11 +95,13 @@ impl Feed {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::command::Event;
 
-    fn change(revision: u64, value: usize) -> Arc<Change> {
+    /// A change of one key to a value of `value` bytes, at `revision` (for the tests of the
+    /// feed and the change log).
+    pub(crate) fn change(revision: u64, value: usize) -> Arc<Change> {
         Arc::new(Change {
             revision,
             keyspace: "k".into(),

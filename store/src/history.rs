@@ -115,15 +115,7 @@ impl History {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::Event;
-
-    fn change(revision: u64, value: usize) -> Arc<Change> {
-        Arc::new(Change {
-            revision,
-            keyspace: "k".into(),
-            events: vec![Event { key: b"a".to_vec(), value: Some(vec![0; value]) }],
-        })
-    }
+    use crate::feed::tests::change;
 
     fn revisions(changes: &[Arc<Change>]) -> Vec<u64> {
         changes.iter().map(|c| c.revision).collect()
