@@ -47,20 +47,20 @@ impl AdminService {
             .collect()
     }
 
-    /// Refuses a new eventual keyspace whose hash tree would not fit the `digests` share of
-    /// this node's memory budget.
+    /// Refuses a new eventual keyspace when its hash tree, grown to its largest, would not fit
+    /// the `digests` share of this node's memory budget beside what the others hold now.
     fn room_for_eventual(&self, name: &str) -> Result<(), Status> {
         let keyspaces = self.node.state().keyspaces().map_err(convert::store_status)?;
         if keyspaces.iter().any(|k| k.name == name) {
             return Ok(()); // an existing keyspace: the write answers AlreadyExists or is a no-op
         }
-        let eventual = keyspaces.iter().filter(|k| k.mode == Mode::Eventual).count() as u64;
+        let held = self.node.usage().get(Part::Digests).unwrap_or(0);
         let share = self.node.memory().share(Part::Digests);
-        if (eventual + 1) * DIGEST_TREE_BYTES > share {
+        if held + DIGEST_TREE_BYTES > share {
             return Err(Status::resource_exhausted(format!(
-                "eventual keyspace {name:?} does not fit the memory budget: {eventual} eventual keyspaces already use \
-                 {} of the {share} bytes set aside for their hash trees ({DIGEST_TREE_BYTES} each); raise --memory-mb",
-                eventual * DIGEST_TREE_BYTES
+                "eventual keyspace {name:?} does not fit the memory budget: the hash trees of eventual keyspaces \
+                 already hold {held} of the {share} bytes set aside for them, and one can grow to \
+                 {DIGEST_TREE_BYTES}; raise --memory-mb"
             )));
         }
         Ok(())

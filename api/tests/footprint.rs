@@ -62,21 +62,38 @@ fn a_budget_out_of_range_is_refused_at_start_by_name() {
 }
 
 #[tokio::test]
-async fn eventual_keyspaces_past_the_digest_share_are_refused_and_nothing_changes() {
-    // 32 MiB: the digests share (10 %) holds three hash trees of 1 MiB.
+async fn small_eventual_keyspaces_are_cheap_and_one_past_the_digest_share_is_refused() {
+    // 32 MiB: the digests share (10 %) is 3.2 MiB; a hash tree grows to 1 MiB at most.
     let node = single(&["--memory-mb", "32"]);
     let c = node.wait_ready().await;
-    for name in ["e1", "e2", "e3"] {
-        c.create_keyspace(name, Mode::Eventual, Scope::Region).await.unwrap();
+    // Empty keyspaces hold a few KiB each: ten of them fit easily.
+    for i in 0..10 {
+        c.create_keyspace(&format!("small{i}"), Mode::Eventual, Scope::Region).await.unwrap();
     }
-    let e = c.create_keyspace("e4", Mode::Eventual, Scope::Region).await.unwrap_err();
+    // Fill three so that their trees take all their leaf blocks (2,000 keys each).
+    let mut tasks = Vec::new();
+    for w in 0..12 {
+        let c = c.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..500 {
+                let ks = format!("small{}", w % 3);
+                c.put(&ks, format!("key-{w}-{i}"), "v").await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let held = c.status().await.unwrap().memory.iter().find(|p| p.name == "digests").unwrap().used.unwrap();
+    assert!(held > 3 << 20, "three full trees and seven small ones: {held} bytes");
+    let e = c.create_keyspace("one_more", Mode::Eventual, Scope::Region).await.unwrap_err();
     assert_eq!(e.code(), Code::ResourceExhausted, "{e}");
     assert!(e.to_string().contains("--memory-mb"), "{e}");
     // Strong keyspaces take no hash tree; the refused one was never created.
     c.create_keyspace("s1", Mode::Strong, Scope::Region).await.unwrap();
     let names: Vec<String> = c.list_keyspaces().await.unwrap().into_iter().map(|k| k.name).collect();
-    assert_eq!(names, ["default", "e1", "e2", "e3", "s1"]);
-    c.put("e1", "k", "v").await.unwrap();
+    assert!(names.contains(&"s1".to_string()) && !names.contains(&"one_more".to_string()), "{names:?}");
+    c.put("small5", "k", "v").await.unwrap();
 }
 
 #[tokio::test]

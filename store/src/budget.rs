@@ -7,7 +7,7 @@
 //! | `log_cache` | 10 % | the Raft WAL's in-memory tail (`LogOptions::cache_bytes`) |
 //! | `requests` | 10 % | bytes of strong writes queued for, or in, a Raft proposal |
 //! | `changes` | 5 % | the in-memory change log and the live feed to watchers, half each |
-//! | `digests` | 10 % | the in-memory hash trees of eventual keyspaces (1 MiB each) |
+//! | `digests` | 10 % | the in-memory hash trees of eventual keyspaces (4 KiB to 1 MiB each) |
 //!
 //! The remaining 40 % is left to what no share bounds: sled's own bookkeeping beyond its cache
 //! (an entry per page of every tree, about 30 bytes per stored key, since sled 0.34 splits a leaf
@@ -27,8 +27,9 @@ pub const MAX_MEMORY_MB: u64 = 1 << 20;
 /// The default budget, in MiB: a node sized for a small edge box.
 pub const DEFAULT_MEMORY_MB: u64 = 64;
 
-/// Size of one eventual keyspace's in-memory hash tree (65,536 leaves of 16 bytes, plus the
-/// 256 middle hashes and the root).
+/// Largest size of one eventual keyspace's in-memory hash tree (65,536 leaves of 16 bytes, plus
+/// the 256 middle hashes and the root); a small keyspace's is a few KiB, since leaves are
+/// allocated in blocks of 256 as keys fall under them.
 pub const DIGEST_TREE_BYTES: u64 = (1 << 16) * 16 + 256 * 16 + 16;
 
 /// A part of the node that takes a share of the budget.

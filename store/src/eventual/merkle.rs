@@ -58,20 +58,31 @@ fn xor(into: &mut Hash, with: &Hash) {
     }
 }
 
+/// Bytes of one middle bucket's block of leaf hashes.
+pub(crate) const LEAF_BLOCK_BYTES: usize = MIDS * HASH_LEN;
+
 /// The bucket hashes of one keyspace, kept in memory and rebuilt from the digest tree on open.
+/// A middle bucket's 256 leaf hashes are allocated when a key first falls under it, so a small
+/// keyspace takes a few KiB and a large one at most 1 MiB.
 pub(crate) struct Merkle {
-    leaves: Vec<Hash>,
+    leaves: Vec<Option<Box<[Hash; MIDS]>>>,
     mids: Vec<Hash>,
     root: Hash,
 }
 
 impl Merkle {
     pub(crate) fn new() -> Self {
-        Self { leaves: vec![[0; HASH_LEN]; LEAVES], mids: vec![[0; HASH_LEN]; MIDS], root: [0; HASH_LEN] }
+        Self { leaves: (0..MIDS).map(|_| None).collect(), mids: vec![[0; HASH_LEN]; MIDS], root: [0; HASH_LEN] }
     }
 
-    /// Records that `key`'s digest changed from `old` to `new` (`None`: absent).
-    pub(crate) fn update(&mut self, key: &[u8], old: Option<&[u8]>, new: Option<&[u8]>) {
+    /// Bytes the hash tree holds: the middle hashes and the leaf blocks allocated so far.
+    pub(crate) fn bytes(&self) -> usize {
+        LEAF_BLOCK_BYTES + self.leaves.iter().flatten().count() * LEAF_BLOCK_BYTES
+    }
+
+    /// Records that `key`'s digest changed from `old` to `new` (`None`: absent); returns the
+    /// bytes newly allocated for it (a leaf block, or nothing).
+    pub(crate) fn update(&mut self, key: &[u8], old: Option<&[u8]>, new: Option<&[u8]>) -> usize {
         let mut delta = [0; HASH_LEN];
         if let Some(old) = old {
             xor(&mut delta, &contribution(key, old));
@@ -80,9 +91,13 @@ impl Merkle {
             xor(&mut delta, &contribution(key, new));
         }
         let leaf = usize::from(bucket(key));
-        xor(&mut self.leaves[leaf], &delta);
+        let block = &mut self.leaves[leaf >> 8];
+        let allocated = if block.is_none() { LEAF_BLOCK_BYTES } else { 0 };
+        let block = block.get_or_insert_with(|| Box::new([[0; HASH_LEN]; MIDS]));
+        xor(&mut block[leaf & 0xff], &delta);
         xor(&mut self.mids[leaf >> 8], &delta);
         xor(&mut self.root, &delta);
+        allocated
     }
 
     pub(crate) fn root(&self) -> Hash {
@@ -95,14 +110,34 @@ impl Merkle {
 
     /// The 256 leaf hashes under middle bucket `mid`.
     pub(crate) fn leaves(&self, mid: u8) -> Vec<Hash> {
-        let start = usize::from(mid) << 8;
-        self.leaves[start..start + MIDS].to_vec()
+        match &self.leaves[usize::from(mid)] {
+            Some(block) => block.to_vec(),
+            None => vec![[0; HASH_LEN]; MIDS],
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn leaf_blocks_are_allocated_as_keys_fall_under_them_up_to_one_mib() {
+        let mut m = Merkle::new();
+        assert_eq!(m.bytes(), LEAF_BLOCK_BYTES);
+        assert_eq!(m.update(b"key", None, Some(b"d")), LEAF_BLOCK_BYTES);
+        assert_eq!(m.update(b"key", Some(b"d"), Some(b"e")), 0, "same block");
+        assert_eq!(m.bytes(), 2 * LEAF_BLOCK_BYTES);
+        let mut grown = m.bytes();
+        for i in 0..20_000u32 {
+            grown += m.update(&i.to_be_bytes(), None, Some(b"d"));
+        }
+        assert_eq!(grown, m.bytes());
+        assert_eq!(m.bytes() as u64, crate::budget::DIGEST_TREE_BYTES - HASH_LEN as u64);
+        // An untouched block reads as zeros.
+        let empty = Merkle::new();
+        assert_eq!(empty.leaves(7), vec![[0; HASH_LEN]; MIDS]);
+    }
 
     #[test]
     fn xor_hashes_do_not_depend_on_order_and_removals_cancel() {

@@ -44,7 +44,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 use tokio::sync::watch;
 
-use crate::budget::{Part, Usage, DIGEST_TREE_BYTES};
+use crate::budget::{Part, Usage};
 use crate::error::{decode, encode};
 use crate::keycode::{decode_u64, encode_u64};
 use crate::{Error, KeyspaceDef};
@@ -195,7 +195,11 @@ pub struct Space {
 
 impl Drop for Space {
     fn drop(&mut self) {
-        self.usage.sub(Part::Digests, DIGEST_TREE_BYTES);
+        let bytes = match self.merkle.get_mut() {
+            Ok(merkle) => merkle.bytes(),
+            Err(poisoned) => poisoned.into_inner().bytes(),
+        };
+        self.usage.sub(Part::Digests, bytes as u64);
     }
 }
 
@@ -205,30 +209,29 @@ fn lock<T>(mutex: &Mutex<T>) -> Result<MutexGuard<'_, T>, Error> {
 
 impl Space {
     fn open(db: &sled::Db, id: &SpaceId, usage: &Usage) -> Result<Self, Error> {
-        usage.add(Part::Digests, DIGEST_TREE_BYTES);
-        let space = Space {
+        let digests = db.open_tree(id.tree("digests"))?;
+        let mut merkle = Merkle::new();
+        let mut keys = 0;
+        for item in digests.iter() {
+            let (dkey, digest) = item?;
+            let key = dkey.get(2..).ok_or_else(|| Error::Corrupt("digest index key without bucket".into()))?;
+            let _ = merkle.update(key, None, Some(&digest));
+            keys += 1;
+        }
+        let tombs = db.open_tree(id.tree("tombs"))?;
+        let tombstones = tombs.len() as u64;
+        // Counted from here on; given back when the space is dropped.
+        usage.add(Part::Digests, merkle.bytes() as u64);
+        Ok(Space {
             id: id.clone(),
             data: db.open_tree(id.tree("data"))?,
-            digests: db.open_tree(id.tree("digests"))?,
-            tombs: db.open_tree(id.tree("tombs"))?,
-            merkle: Mutex::new(Merkle::new()),
-            keys: AtomicU64::new(0),
-            tombstones: AtomicU64::new(0),
+            digests,
+            tombs,
+            merkle: Mutex::new(merkle),
+            keys: AtomicU64::new(keys),
+            tombstones: AtomicU64::new(tombstones),
             usage: usage.clone(),
-        };
-        {
-            let mut merkle = lock(&space.merkle)?;
-            let mut keys = 0;
-            for item in space.digests.iter() {
-                let (dkey, digest) = item?;
-                let key = dkey.get(2..).ok_or_else(|| Error::Corrupt("digest index key without bucket".into()))?;
-                merkle.update(key, None, Some(&digest));
-                keys += 1;
-            }
-            space.keys.store(keys, Ordering::SeqCst);
-        }
-        space.tombstones.store(space.tombs.len() as u64, Ordering::SeqCst);
-        Ok(space)
+        })
     }
 
     /// The keyspace this is.
@@ -310,7 +313,8 @@ impl Space {
     }
 
     fn note(&self, key: &[u8], changed: &Changed) -> Result<(), Error> {
-        lock(&self.merkle)?.update(key, changed.old_digest.as_deref(), Some(&changed.new_digest));
+        let grown = lock(&self.merkle)?.update(key, changed.old_digest.as_deref(), Some(&changed.new_digest));
+        self.usage.add(Part::Digests, grown as u64);
         if !changed.existed {
             self.keys.fetch_add(1, Ordering::SeqCst);
         }
@@ -572,7 +576,8 @@ impl Eventual {
                 })
                 .map_err(tx_error::<Error>)?;
             if let Some(old) = old_digest {
-                lock(&space.merkle)?.update(&key, Some(&old), None);
+                let grown = lock(&space.merkle)?.update(&key, Some(&old), None);
+                space.usage.add(Part::Digests, grown as u64);
                 space.keys.fetch_sub(1, Ordering::SeqCst);
                 space.tombstones.fetch_sub(1, Ordering::SeqCst);
                 removed += 1;
