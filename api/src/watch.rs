@@ -136,15 +136,9 @@ async fn run(sm: StateMachine, filter: Filter, from: u64, tx: &Sender) -> Result
         if change.revision < next {
             continue;
         }
-        // Left out of the feed to stay within the memory budget: the change log has it.
-        if fed.elided() {
-            if catch_up(&sm, &filter, &mut next, tx).await.is_err() {
-                return Ok(());
-            }
-            continue;
-        }
-        // A snapshot installed under us replaces history: resume from the change log.
-        if sm.compacted_before().map_err(convert::store_status)? > next {
+        // Left out of the feed to stay within the memory budget (the change log has it), or a
+        // snapshot installed under us replaced history: resume from the change log.
+        if fed.elided() || sm.compacted_before().map_err(convert::store_status)? > next {
             if catch_up(&sm, &filter, &mut next, tx).await.is_err() {
                 return Ok(());
             }

@@ -7,19 +7,9 @@ use common::Node;
 use ledge_client::{Mode, ScanOptions, Scope};
 use tonic::Code;
 
-fn single(extra: &[&str]) -> Node {
-    let temp = tempfile::tempdir().expect("temp dir");
-    let addr = format!("127.0.0.1:{}", common::free_port());
-    let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-    let mut node = Node::new(temp.path().join("data"), addr, &extra);
-    node.keep_temp(temp);
-    node.spawn();
-    node
-}
-
 #[tokio::test]
 async fn status_reports_the_budget_by_part_rss_and_disk() {
-    let node = single(&["--memory-mb", "48"]);
+    let node = Node::start_single_with(&["--memory-mb", "48"]);
     let c = node.wait_ready().await;
     c.put("default", "k", "v").await.unwrap();
     let status = c.status().await.unwrap();
@@ -64,7 +54,7 @@ fn a_budget_out_of_range_is_refused_at_start_by_name() {
 #[tokio::test]
 async fn small_eventual_keyspaces_are_cheap_and_one_past_the_digest_share_is_refused() {
     // 32 MiB: the digests share (10 %) is 3.2 MiB; a hash tree grows to 1 MiB at most.
-    let node = single(&["--memory-mb", "32"]);
+    let node = Node::start_single_with(&["--memory-mb", "32"]);
     let c = node.wait_ready().await;
     // Empty keyspaces hold a few KiB each: ten of them fit easily.
     for i in 0..10 {
@@ -98,7 +88,7 @@ async fn small_eventual_keyspaces_are_cheap_and_one_past_the_digest_share_is_ref
 
 #[tokio::test]
 async fn checkpoints_purge_the_log_behind_them_and_keep_no_snapshot_copy() {
-    let node = single(&["--log-keep", "10"]);
+    let node = Node::start_single_with(&["--log-keep", "10"]);
     let c = node.wait_ready().await;
     // 48 values of 512 KiB: 24 MiB of log, three segments of 8 MiB.
     let value = vec![7u8; 512 * 1024];

@@ -24,6 +24,8 @@ pub struct Fed {
     change: Arc<Change>,
     elided: bool,
     bytes: u64,
+    /// The feed's own count (its half of the share) and the node's, both given back on drop.
+    held: Usage,
     usage: Usage,
 }
 
@@ -42,6 +44,7 @@ impl Fed {
 
 impl Drop for Fed {
     fn drop(&mut self) {
+        self.held.sub(Part::Changes, self.bytes);
         self.usage.sub(Part::Changes, self.bytes);
     }
 }
@@ -60,12 +63,15 @@ pub(crate) fn size(change: &Change) -> u64 {
 pub(crate) struct Feed {
     tx: broadcast::Sender<Arc<Fed>>,
     limit: AtomicU64,
+    /// Bytes the feed holds, checked against `limit`; the change log counts its own in `usage`,
+    /// which reports both.
+    held: Usage,
     usage: Usage,
 }
 
 impl Feed {
     pub(crate) fn new(usage: Usage) -> Self {
-        Self { tx: broadcast::channel(CAPACITY).0, limit: AtomicU64::new(u64::MAX), usage }
+        Self { tx: broadcast::channel(CAPACITY).0, limit: AtomicU64::new(u64::MAX), held: Usage::default(), usage }
     }
 
     pub(crate) fn set_limit(&self, bytes: u64) {
@@ -82,12 +88,13 @@ impl Feed {
             return;
         }
         let bytes = size(&change);
-        let fed = if self.usage.try_add(Part::Changes, bytes, self.limit.load(Ordering::Relaxed)) {
-            Fed { change, elided: false, bytes, usage: self.usage.clone() }
+        let (held, usage) = (self.held.clone(), self.usage.clone());
+        let fed = if held.try_add(Part::Changes, bytes, self.limit.load(Ordering::Relaxed)) {
+            usage.add(Part::Changes, bytes);
+            Fed { change, elided: false, bytes, held, usage }
         } else {
             let marker = Change { revision: change.revision, keyspace: change.keyspace.clone(), events: Vec::new() };
-            let marker = Arc::new(marker);
-            Fed { change: marker, elided: true, bytes: 0, usage: self.usage.clone() }
+            Fed { change: Arc::new(marker), elided: true, bytes: 0, held, usage }
         };
         // A subscriber that left meanwhile is not an error.
         let _ = self.tx.send(Arc::new(fed));
@@ -130,6 +137,19 @@ pub(crate) mod tests {
         assert_eq!(usage.get(Part::Changes), Some(0), "read items give their room back");
         feed.send(change(4, 1000));
         assert!(!rx.try_recv().unwrap().elided());
+    }
+
+    #[test]
+    fn what_the_change_log_holds_does_not_crowd_the_feed_out() {
+        let usage = Usage::default();
+        let feed = Feed::new(usage.clone());
+        feed.set_limit(3000);
+        // The change log's half of the share, full.
+        usage.add(Part::Changes, 3000);
+        let mut rx = feed.subscribe();
+        feed.send(change(1, 1000));
+        assert!(!rx.try_recv().unwrap().elided());
+        assert_eq!(usage.get(Part::Changes), Some(3000), "read items give their room back");
     }
 
     #[test]

@@ -106,22 +106,32 @@ pub(crate) struct Exports {
 }
 
 impl Exports {
-    fn take(&self) -> Option<(SnapshotMeta, PathBuf)> {
-        self.current.lock().unwrap_or_else(|e| e.into_inner()).take()
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(SnapshotMeta, PathBuf)>> {
+        self.current.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn set(&self, export: (SnapshotMeta, PathBuf)) {
-        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(export);
+        *self.lock() = Some(export);
     }
 
-    /// Removes the export unless it is at or past `checkpoint`.
-    fn retire_before(&self, checkpoint: &Option<LogId>) {
-        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        if current.as_ref().is_some_and(|(meta, _)| meta.last_log_id < *checkpoint) {
-            if let Some((_, path)) = current.take() {
-                // A leftover file costs only disk space; it is removed at the next open.
-                let _ = std::fs::remove_file(path);
-            }
+    /// Removes the kept export if it is older than `floor`; returns the one kept, if any.
+    fn retire_before(&self, floor: &Option<LogId>) -> Option<(SnapshotMeta, PathBuf)> {
+        let mut current = self.lock();
+        if current.as_ref().is_some_and(|(meta, _)| meta.last_log_id < *floor) {
+            Self::remove(current.take());
+        }
+        current.clone()
+    }
+
+    /// Removes the kept export, whatever it is.
+    fn discard(&self) {
+        Self::remove(self.lock().take());
+    }
+
+    fn remove(export: Option<(SnapshotMeta, PathBuf)>) {
+        if let Some((_, path)) = export {
+            // A leftover file costs only disk space; it is removed at the next open.
+            let _ = std::fs::remove_file(path);
         }
     }
 }
@@ -145,22 +155,22 @@ pub(crate) fn clear_leftovers(sm: &StateMachine) -> Result<(), Error> {
 /// state machine, finished (state synced, checkpoint recorded) afterwards.
 pub struct SnapshotBuilder {
     sm: StateMachine,
-    staged: Result<(SnapshotMeta, u64), Error>,
+    staged: Result<SnapshotMeta, Error>,
 }
 
 impl SnapshotBuilder {
     pub(crate) fn stage(sm: StateMachine) -> Self {
-        let staged = describe(&sm);
+        let staged = describe(&sm).map(|(meta, _)| meta);
         Self { sm, staged }
     }
 
     pub(crate) async fn finish(&mut self) -> Result<Snapshot<TypeConfig>, Error> {
-        let (meta, _) = std::mem::replace(&mut self.staged, Err(Error::InvalidInput("snapshot already built".into())))?;
+        let meta = std::mem::replace(&mut self.staged, Err(Error::InvalidInput("snapshot already built".into())))?;
         // openraft purges the log behind a snapshot: first make the applied state durable.
         self.sm.checkpoint().await?;
         self.sm.inner.meta.insert(CURRENT, encode(&meta)?)?;
         self.sm.inner.disk.sync().await?;
-        self.sm.inner.exports.retire_before(&meta.last_log_id);
+        let _kept = self.sm.inner.exports.retire_before(&meta.last_log_id);
         Ok(Snapshot { meta, snapshot: Box::new(empty_file(&self.sm).await?) })
     }
 }
@@ -223,15 +233,10 @@ pub(crate) async fn current(sm: &StateMachine) -> Result<Option<Snapshot<TypeCon
     if !sm.inner.exports.serving.load(Ordering::SeqCst) {
         return Ok(Some(Snapshot { meta: checkpoint, snapshot: Box::new(empty_file(sm).await?) }));
     }
-    let floor = checkpoint.last_log_id;
-    if let Some((meta, path)) = sm.inner.exports.take() {
-        if meta.last_log_id >= floor {
-            if let Ok(file) = tokio::fs::File::open(&path).await {
-                sm.inner.exports.set((meta.clone(), path));
-                return Ok(Some(Snapshot { meta, snapshot: Box::new(file) }));
-            }
+    if let Some((meta, path)) = sm.inner.exports.retire_before(&checkpoint.last_log_id) {
+        if let Ok(file) = tokio::fs::File::open(&path).await {
+            return Ok(Some(Snapshot { meta, snapshot: Box::new(file) }));
         }
-        let _ = std::fs::remove_file(path);
     }
     let (mut meta, revision) = describe(sm)?;
     if checkpoint.last_log_id == meta.last_log_id {
@@ -279,9 +284,7 @@ pub(crate) async fn install(
     drop(data);
     sm.inner.meta.insert(INSTALLING, encode(meta)?)?;
     sm.inner.disk.sync().await?;
-    if let Some((_, old)) = sm.inner.exports.take() {
-        let _ = std::fs::remove_file(old);
-    }
+    sm.inner.exports.discard();
     import(sm, &path, meta)?;
     sm.inner.meta.remove(INSTALLING)?;
     sm.inner.meta.insert(CURRENT, encode(meta)?)?;

@@ -66,9 +66,15 @@ pub struct Node {
 impl Node {
     /// Starts a one-node region in a fresh temp dir.
     pub fn start_single() -> Node {
+        Node::start_single_with(&[])
+    }
+
+    /// Starts a one-node region in a fresh temp dir, with `extra` flags.
+    pub fn start_single_with(extra: &[&str]) -> Node {
         let temp = tempfile::tempdir().expect("temp dir");
         let addr = format!("127.0.0.1:{}", free_port());
-        let mut node = Node::new(temp.path().join("data"), addr, &[]);
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let mut node = Node::new(temp.path().join("data"), addr, &extra);
         node._temp = Some(temp);
         node.spawn();
         node
@@ -86,11 +92,6 @@ impl Node {
         ];
         args.extend_from_slice(extra);
         Node { dir, addr, args, child: None, _temp: None }
-    }
-
-    /// Keeps `temp` (the directory holding the node's data) until the node is dropped.
-    pub fn keep_temp(&mut self, temp: tempfile::TempDir) {
-        self._temp = Some(temp);
     }
 
     /// Whether the process is running.
