@@ -201,6 +201,18 @@ impl Replica {
         Ok(defs.iter().filter(|def| def.mode == Mode::Eventual).map(SpaceId::from).collect())
     }
 
+    /// Drops the storage of eventual keyspaces that the catalog dropped; returns how many. A
+    /// keyspace the catalog does not name yet (its creation not applied here, as after a restart
+    /// before the log tail is replayed) keeps its storage.
+    pub fn retain_spaces(&self) -> Result<usize, Error> {
+        let dropped = |id: &SpaceId| match self.accepts(id) {
+            Ok(live) => Ok(!live),
+            Err(Error::NotFound(_)) => Ok(false),
+            Err(e) => Err(ledge_store::Error::Io(e.to_string())),
+        };
+        Ok(self.inner.store.retain_spaces(dropped)?)
+    }
+
     /// Whether this node can take states of `space` from a peer: `Ok(true)` when it is a live
     /// keyspace here, `Ok(false)` when it was dropped here (the states are obsolete), and
     /// `NotFound` when its creation has not been applied here yet (try again later).
@@ -355,11 +367,13 @@ impl Replica {
             let space = space.ok_or_else(|| Error::Storage("keyspace vanished during a merge".into()))?;
             items.push(Item { space, key: &s.key, local: false });
         }
-        let collected = lock(&self.inner.marks)?.collected();
+        let collected = spaces.iter().map(|(_, space)| space.collected()).collect::<Result<Vec<_>, _>>()?;
         let results = self.inner.store.update_batch(&items, |i, old| {
             let remote = decoded[i].as_ref().map_err(Clone::clone)?;
+            let space = spaces.iter().position(|(id, _)| *id == &shipped[i].space);
+            let collected = space.map_or(&[][..], |s| collected[s].as_slice());
             match old {
-                None if remote.timestamp() <= collected => Ok((Write::Keep, Merged::Ignored)),
+                None if remote.timestamp().to_bytes().as_slice() <= collected => Ok((Write::Keep, Merged::Ignored)),
                 None => Ok((put(remote)?, Merged::Changed)),
                 Some(bytes) => {
                     let mut local = Entry::from_bytes(bytes)?;

@@ -308,14 +308,22 @@ pub(crate) fn resume_install(sm: &StateMachine) -> Result<(), Error> {
     Ok(())
 }
 
-/// Replaces the catalog and every keyspace tree with the snapshot's contents.
+/// Replaces the catalog and every strong keyspace's tree with the snapshot's contents. The
+/// catalog changes in one atomic batch at the end, so a reader beside the install (eventual
+/// housekeeping deciding which keyspaces were dropped) sees the old catalog or the new one,
+/// never one without the keyspaces both hold. Eventual keyspaces' data is not Raft's and is
+/// left alone.
 fn import(sm: &StateMachine, path: &Path, meta: &SnapshotMeta) -> Result<(), Error> {
-    for def in sm.keyspaces()? {
-        sm.inner.db.drop_tree(data_tree_name(&def).as_bytes())?;
+    let old = sm.keyspaces()?;
+    for def in old.iter().filter(|def| def.mode == Mode::Strong) {
+        sm.inner.db.drop_tree(data_tree_name(def).as_bytes())?;
     }
-    sm.inner.catalog.clear()?;
     sm.invalidate_catalog();
     sm.inner.sessions_tree.clear()?;
+    let mut catalog = sled::Batch::default();
+    for def in &old {
+        catalog.remove(def.name.as_bytes());
+    }
     let mut input = BufReader::new(std::fs::File::open(path)?);
     let revision = match read_record(&mut input)? {
         Some(Record::Header { revision, .. }) => revision,
@@ -337,7 +345,7 @@ fn import(sm: &StateMachine, path: &Path, meta: &SnapshotMeta) -> Result<(), Err
                     t.apply_batch(std::mem::take(&mut batch))?;
                     pending = 0;
                 }
-                sm.inner.catalog.insert(def.name.as_bytes(), encode(&def)?)?;
+                catalog.insert(def.name.as_bytes(), encode(&def)?);
                 tree = match def.mode {
                     Mode::Strong => Some(sm.inner.db.open_tree(data_tree_name(&def))?),
                     Mode::Eventual => None,
@@ -357,6 +365,7 @@ fn import(sm: &StateMachine, path: &Path, meta: &SnapshotMeta) -> Result<(), Err
     if let Some(t) = tree {
         t.apply_batch(batch)?;
     }
+    sm.inner.catalog.apply_batch(catalog)?;
     sm.ensure_default_keyspace()?;
     sm.invalidate_catalog();
     let mut m = sled::Batch::default();

@@ -248,8 +248,7 @@ impl Replication {
 
     /// Drops the storage of eventual keyspaces that were dropped from the catalog.
     fn retain_spaces(&self) {
-        let replica = &self.inner.replica;
-        if let Err(e) = replica.store().retain_spaces(|| replica.spaces().map_err(store_error)) {
+        if let Err(e) = self.inner.replica.retain_spaces() {
             tracing::warn!("removing dropped eventual keyspaces: {e}");
         }
     }
@@ -462,8 +461,4 @@ impl Replication {
             })
             .collect()
     }
-}
-
-fn store_error(e: ledge_crdt::Error) -> ledge_store::Error {
-    ledge_store::Error::Io(e.to_string())
 }

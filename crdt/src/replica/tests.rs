@@ -2,7 +2,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use ledge_store::{Command, Mode, Scope, StateMachine, TypeConfig};
-use openraft::storage::RaftStateMachine;
+use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{CommittedLeaderId, EntryPayload, LogId};
 
 use super::*;
@@ -232,4 +232,96 @@ async fn nothing_is_collected_while_a_member_is_silent() {
     }
     assert_eq!(a.replica.collect(std::slice::from_ref(&a.space)).unwrap(), 0);
     assert_eq!(a.replica.stable().unwrap(), Timestamp::default(), "node 3's writes are unknown");
+}
+
+/// Applies `requests` to `sm` as the one entry at log index `index`.
+async fn apply_at(sm: &mut StateMachine, index: u64, requests: Vec<ledge_store::Request>) {
+    let entry = openraft::Entry::<TypeConfig> {
+        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+        payload: EntryPayload::Normal(ledge_store::Proposal(requests)),
+    };
+    sm.apply(vec![entry]).await.unwrap();
+}
+
+fn create(name: &str, mode: Mode) -> Vec<ledge_store::Request> {
+    let command = Command::CreateKeyspace { name: name.into(), mode, scope: Scope::Region, if_not_exists: false };
+    vec![ledge_store::Request::new(command)]
+}
+
+/// Installing a Raft snapshot swaps the catalog while eventual housekeeping runs beside it: the
+/// housekeeping must never see the catalog without the eventual keyspace (it would drop the
+/// keyspace's storage, and with it writes no peer holds yet).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_install_never_drops_eventual_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sled::Config::new().path(dir.path().join("db")).open().unwrap();
+    let mut sm = StateMachine::open(&db, &dir.path().join("snapshots")).unwrap();
+    apply_at(&mut sm, 2, create("ks", Mode::Eventual)).await;
+    let clock = Arc::new(ManualClock::new(10_000));
+    let replica = Replica::open(Eventual::open(&db).unwrap(), sm.clone(), 2, clock, DEFAULT_MAX_DRIFT).unwrap();
+    let space = SpaceId::new("ks", 1);
+    replica.apply(&space, b"only here", Op::Put(b"v".to_vec())).await.unwrap();
+
+    // The leader holds the same keyspace and a strong one whose entries come first in its
+    // snapshot, so an install spends a while between the two keyspaces' records.
+    let leader_dir = tempfile::tempdir().unwrap();
+    let leader_db = sled::Config::new().path(leader_dir.path().join("db")).open().unwrap();
+    let mut leader = StateMachine::open(&leader_db, &leader_dir.path().join("snapshots")).unwrap();
+    apply_at(&mut leader, 2, create("ks", Mode::Eventual)).await;
+    apply_at(&mut leader, 3, create("aa", Mode::Strong)).await;
+    for batch in 0..50u64 {
+        let puts = (0..1_000u64)
+            .map(|i| {
+                let op = ledge_store::Op::Put(format!("key/{batch}/{i}").into_bytes(), vec![7; 64]);
+                ledge_store::Request::new(Command::Batch { keyspace: "aa".into(), conditions: vec![], ops: vec![op] })
+            })
+            .collect();
+        apply_at(&mut leader, 4 + batch, puts).await;
+    }
+    leader.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    leader.serve_snapshots();
+    let snapshot = leader.get_current_snapshot().await.unwrap().unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let housekeeping = {
+        let (replica, stop) = (replica.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                replica.retain_spaces().unwrap();
+            }
+        })
+    };
+    sm.install_snapshot(&snapshot.meta, snapshot.snapshot).await.unwrap();
+    stop.store(true, Ordering::SeqCst);
+    housekeeping.join().unwrap();
+    assert_eq!(replica.retain_spaces().unwrap(), 0);
+    assert_eq!(sm.keyspace("aa").unwrap().map(|def| def.mode), Some(Mode::Strong));
+    let kept = replica.get(&space, b"only here").unwrap();
+    assert_eq!(kept.map(|entry| entry.read()), Some(Read::Bytes(b"v".to_vec())));
+}
+
+/// A replica whose copy of a keyspace is gone (storage lost, made again empty) takes its peers'
+/// states back, even those older than tombstones it collected before: the collected watermark
+/// belongs to the keyspace's storage and goes with it.
+#[tokio::test]
+async fn a_replica_that_lost_a_keyspace_is_repaired_by_its_peers() {
+    let (a, b) = (node(1, 10_000).await, node(2, 10_000).await);
+    for r in [&a.replica, &b.replica] {
+        r.set_members(vec![1, 2]);
+    }
+    a.replica.apply(&a.space, b"old", Op::Put(b"v".to_vec())).await.unwrap();
+    a.replica.apply(&a.space, b"gone", Op::Delete).await.unwrap();
+    a.clock.advance(std::time::Duration::from_millis(10));
+    for _ in 0..2 {
+        anti_entropy(&a.replica, &link(&a.replica, &b.replica)).await.unwrap();
+        anti_entropy(&b.replica, &link(&b.replica, &a.replica)).await.unwrap();
+    }
+    let spaces = [b.space.clone()];
+    assert_eq!(b.replica.collect(&spaces).unwrap(), 1);
+    assert!(!b.replica.space(&b.space).unwrap().collected().unwrap().is_empty());
+    b.replica.store().retain_spaces(|_| Ok(true)).unwrap();
+    assert_eq!(b.replica.get(&b.space, b"old").unwrap(), None);
+    let report = anti_entropy(&a.replica, &link(&a.replica, &b.replica)).await.unwrap();
+    assert!(report.complete && report.pushed >= 1, "{report:?}");
+    assert_eq!(b.replica.get(&b.space, b"old").unwrap().unwrap().read(), Read::Bytes(b"v".to_vec()));
 }

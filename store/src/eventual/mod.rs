@@ -59,6 +59,8 @@ const TRIMMED: &[u8] = b"changes_trimmed_upto";
 /// The greatest mark (HLC timestamp) of any committed write.
 const MARK: &[u8] = b"mark";
 const PARTS: [&str; 3] = ["data", "digests", "tombs"];
+/// Prefix of each keyspace's collected watermark in `ev/meta`.
+const COLLECTED: &str = "collected/";
 
 /// Identifies an eventual keyspace's storage: its name and the revision that created it, so a
 /// dropped and re-created keyspace never sees the old data.
@@ -78,6 +80,10 @@ impl SpaceId {
 
     fn tree(&self, part: &str) -> String {
         format!("{PREFIX}{}@{}/{part}", self.name, self.created_revision)
+    }
+
+    fn collected_key(&self) -> String {
+        format!("{COLLECTED}{self}")
     }
 
     /// The keyspace a tree name belongs to, for trees of [`Space`]s.
@@ -191,6 +197,9 @@ pub struct Space {
     tombstones: AtomicU64,
     /// Counts the hash tree against the `digests` share of the memory budget while open.
     usage: Usage,
+    /// Ordered timestamp bytes: tombstones at or below were collected from this keyspace here
+    /// (empty: none yet). Persisted in `ev/meta`, and gone with the keyspace's storage.
+    collected: Mutex<Vec<u8>>,
 }
 
 impl Drop for Space {
@@ -208,7 +217,7 @@ fn lock<T>(mutex: &Mutex<T>) -> Result<MutexGuard<'_, T>, Error> {
 }
 
 impl Space {
-    fn open(db: &sled::Db, id: &SpaceId, usage: &Usage) -> Result<Self, Error> {
+    fn open(db: &sled::Db, meta: &sled::Tree, id: &SpaceId, usage: &Usage) -> Result<Self, Error> {
         let digests = db.open_tree(id.tree("digests"))?;
         let mut merkle = Merkle::new();
         let mut keys = 0;
@@ -231,6 +240,7 @@ impl Space {
             keys: AtomicU64::new(keys),
             tombstones: AtomicU64::new(tombstones),
             usage: usage.clone(),
+            collected: Mutex::new(meta.get(id.collected_key())?.map(|v| v.to_vec()).unwrap_or_default()),
         })
     }
 
@@ -270,6 +280,13 @@ impl Space {
     /// Whether no key is stored.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Ordered timestamp bytes up to which tombstones were collected from this keyspace (empty
+    /// when none were). A state at or below it for a key not stored here is a late copy of one
+    /// that was deleted and collected.
+    pub fn collected(&self) -> Result<Vec<u8>, Error> {
+        Ok(lock(&self.collected)?.clone())
     }
 
     /// Number of collectable (deleted) states stored.
@@ -405,7 +422,7 @@ impl Eventual {
         if let Some(space) = self.inner.spaces.read().map_err(|_| poisoned())?.get(id) {
             return Ok(space.clone());
         }
-        let opened = Arc::new(Space::open(&self.inner.db, id, &self.inner.usage)?);
+        let opened = Arc::new(Space::open(&self.inner.db, &self.inner.meta, id, &self.inner.usage)?);
         let mut spaces = self.inner.spaces.write().map_err(|_| poisoned())?;
         Ok(spaces.entry(id.clone()).or_insert(opened).clone())
     }
@@ -424,23 +441,26 @@ impl Eventual {
         ids
     }
 
-    /// Drops the storage of every keyspace that `live` (asked after the stored trees are listed,
-    /// so a keyspace created meanwhile is never mistaken for a dropped one) does not name.
-    pub fn retain_spaces(&self, live: impl FnOnce() -> Result<Vec<SpaceId>, Error>) -> Result<usize, Error> {
-        let stored = self.stored_spaces();
-        let live = live()?;
-        let mut dropped = 0;
-        for id in stored.into_iter().filter(|id| !live.contains(id)) {
+    /// Drops the storage of every stored keyspace for which `dropped` says so (asked per
+    /// keyspace, after the stored trees are listed). A keyspace's collected watermark goes
+    /// first, so storage made again under the same id starts with nothing collected.
+    pub fn retain_spaces(&self, dropped: impl Fn(&SpaceId) -> Result<bool, Error>) -> Result<usize, Error> {
+        let mut count = 0;
+        for id in self.stored_spaces() {
+            if !dropped(&id)? {
+                continue;
+            }
             if let Ok(mut spaces) = self.inner.spaces.write() {
                 spaces.remove(&id);
             }
+            self.inner.meta.remove(id.collected_key())?;
             for part in PARTS {
                 self.inner.db.drop_tree(id.tree(part).as_bytes())?;
             }
             tracing::info!(keyspace = %id, "dropped the storage of a dropped eventual keyspace");
-            dropped += 1;
+            count += 1;
         }
-        Ok(dropped)
+        Ok(count)
     }
 
     /// Runs `decide` on `key`'s current state inside a transaction and commits what it returns:
@@ -552,6 +572,14 @@ impl Eventual {
     /// Removes every tombstone of `space` whose timestamp bytes are at or below `watermark`,
     /// with its state and digest. Returns how many were removed.
     pub fn collect(&self, space: &Space, watermark: &[u8]) -> Result<usize, Error> {
+        {
+            let mut collected = lock(&space.collected)?;
+            if watermark > collected.as_slice() {
+                // Recorded before anything under it goes.
+                self.inner.meta.insert(space.id.collected_key(), watermark)?;
+                *collected = watermark.to_vec();
+            }
+        }
         let mut candidates = Vec::new();
         for item in space.tombs.iter() {
             let (key, ts) = item?;
