@@ -133,13 +133,17 @@ pub enum Response {
     Keys(Vec<(Vec<u8>, Hash)>),
     /// The answer to `Fetch`: a prefix of the requested keys with their states (`None`: absent).
     States(Vec<(Vec<u8>, Option<Vec<u8>>)>),
-    /// The answer to `Merge`: how many states were merged and how many skipped because their
-    /// keyspace was dropped here.
+    /// The answer to `Merge`, once what was stored is durable: how many states were merged and
+    /// which were not (their keyspace was dropped here, they did not decode, or they were late
+    /// copies of states collected here).
     Merged {
         /// States merged.
         stored: usize,
-        /// States of dropped keyspaces.
+        /// States not merged.
         skipped: usize,
+        /// Indices (in the request) of the states not merged, so the sender knows this replica
+        /// does not hold them.
+        refused: Vec<u32>,
     },
     /// The answer to `Finish`.
     Finished,
@@ -252,8 +256,9 @@ impl Replica {
             Request::Merge { entries } => {
                 let mut verdicts: Vec<(SpaceId, bool)> = Vec::new();
                 let mut accepted = Vec::with_capacity(entries.len());
-                let mut skipped = 0;
-                for shipped in entries {
+                let mut positions = Vec::with_capacity(entries.len());
+                let mut refused = Vec::new();
+                for (index, shipped) in (0u32..).zip(entries) {
                     let verdict = match verdicts.iter().find(|(id, _)| *id == shipped.space) {
                         Some((_, verdict)) => *verdict,
                         None => {
@@ -264,22 +269,26 @@ impl Replica {
                     };
                     if verdict {
                         accepted.push(shipped);
+                        positions.push(index);
                     } else {
-                        skipped += 1;
+                        refused.push(index);
                     }
                 }
                 let mut stored = 0;
-                for (result, shipped) in self.merge_many(&accepted)?.into_iter().zip(&accepted) {
+                let results = self.merge_many(&accepted)?;
+                for ((result, shipped), index) in results.into_iter().zip(&accepted).zip(positions) {
                     match result {
+                        Ok(Merged::Ignored) => refused.push(index),
                         Ok(_) => stored += 1,
                         Err(e) => {
                             tracing::warn!(peer = from, space = %shipped.space, "dropped a state that does not decode: {e}");
-                            skipped += 1;
+                            refused.push(index);
                         }
                     }
                 }
                 self.flush().await?;
-                Ok(Response::Merged { stored, skipped })
+                refused.sort_unstable();
+                Ok(Response::Merged { stored, skipped: refused.len(), refused })
             }
             Request::Finish { floors } => {
                 // Every state of the session was flushed when its `Merge` was answered.

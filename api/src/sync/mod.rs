@@ -157,6 +157,15 @@ impl Replication {
         self.lock_links().values().cloned().collect()
     }
 
+    /// The links to the region's other members, and how many members the region has (this node
+    /// included): a member without an open link counts, and holds nothing this node sent.
+    fn member_links(&self) -> (Vec<Arc<Link>>, usize) {
+        let me = self.inner.replica.node();
+        let peers: Vec<u64> = self.inner.replica.members().into_iter().filter(|id| *id != me).collect();
+        let links = self.lock_links();
+        (peers.iter().filter_map(|id| links.get(id).cloned()).collect(), peers.len() + 1)
+    }
+
     /// Opens links to new members and closes those to departed ones.
     fn sync_links(&self) {
         let status = self.inner.node.status();
@@ -312,16 +321,23 @@ impl Replication {
 
     /// Waits until the write at change-log sequence `seq` is held by as many members as `level`
     /// asks for (this node holds it already), or `deadline` passes.
+    ///
+    /// The members are the region's, as the membership says (learners included), not the links
+    /// that happen to be open; a peer holds the write once its push stream sent it and the peer
+    /// stored it durably ([`push::Held`]): a record the stream passed without the peer storing it
+    /// never counts.
     pub async fn wait_acks(&self, seq: u64, level: WriteLevel, deadline: Instant) -> Result<(), Status> {
-        let links = self.links();
-        let members = links.len() + 1;
+        let (links, members) = self.member_links();
         let needed = level.needed(members);
         let mut stored = 1;
         let mut acks: FuturesUnordered<_> = links
             .iter()
             .map(|link| {
                 let mut acked = link.acked.subscribe();
-                async move { acked.wait_for(|cursor| *cursor >= seq).await.is_ok() }
+                async move {
+                    let held = acked.wait_for(|held| held.holds(seq) || held.cursor() >= seq).await;
+                    held.map(|held| held.holds(seq)).unwrap_or(false)
+                }
             })
             .collect();
         while stored < needed {
@@ -348,8 +364,7 @@ impl Replication {
     /// state back to every replica that answered with less.
     pub async fn read_quorum(&self, space: &SpaceId, key: &[u8], deadline: Instant) -> Result<QuorumRead, Status> {
         let replica = &self.inner.replica;
-        let links = self.links();
-        let members = links.len() + 1;
+        let (links, members) = self.member_links();
         let needed = members / 2 + 1;
         let local = replica.get(space, key).map_err(convert::crdt_status)?;
         let mut merged = local.clone();

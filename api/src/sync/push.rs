@@ -3,15 +3,20 @@
 //! One task per peer tails the change log from the peer's cursor up to the durable sequence,
 //! sends the records this node originated in batches (`Merge`, one in flight at a time), and
 //! advances the cursor when the peer replies, which it does only once the states are durable
-//! there. The cursor is the peer's acknowledgement: a write at sequence `s` is held by the peer
-//! once the cursor reaches `s`, which is what `quorum` and `all` writes wait for. It is persisted,
-//! so a restarted node resumes where it stopped.
+//! there. The cursor is persisted, so a restarted node resumes where it stopped.
+//!
+//! What the peer holds ([`Held`]) is what `quorum` and `all` writes wait for: a write at sequence
+//! `s` is held once the cursor passed `s` *and* the state was sent and stored. The stream passes
+//! some records without the peer storing them — a gap skipped after a trim, a state the peer
+//! refused (its keyspace dropped there, a late copy of something it collected), a record of a
+//! keyspace no longer live here — and remembers those as missing, so they never count.
 //!
 //! Nothing is dropped: a peer that cannot be reached is retried with backoff while the change log
 //! keeps its records. If the log is trimmed past the cursor (the peer was gone for longer than the
 //! log's retention), the stream skips ahead and anti-entropy, woken at once, repairs the gap. A
 //! peer that answers again after failures also wakes anti-entropy (a reconnect).
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,12 +32,73 @@ use super::remote::GrpcRemote;
 const BATCH: usize = 1024;
 /// The longest pause between attempts to reach a peer.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// Most ranges of missing records remembered per peer; past it the oldest are forgotten and
+/// writes below them count as not held.
+const MAX_MISSING: usize = 1024;
+
+/// What a peer holds of this node's change log, as its push stream learned it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Held {
+    /// Every record up to here was dealt with: sent and stored, or remembered as missing.
+    cursor: u64,
+    /// Records at or below `cursor` the peer does not hold: disjoint ranges, oldest first.
+    missing: VecDeque<(u64, u64)>,
+    /// Below this nothing is known (records passed before this process started, or ranges
+    /// forgotten past [`MAX_MISSING`]).
+    known_from: u64,
+}
+
+impl Held {
+    /// Starts at a persisted cursor: what came before it is not known.
+    pub(crate) fn resume(cursor: u64) -> Self {
+        Held { cursor, missing: VecDeque::new(), known_from: cursor + 1 }
+    }
+
+    /// Whether the peer durably holds the record at `seq`.
+    pub(crate) fn holds(&self, seq: u64) -> bool {
+        seq <= self.cursor && seq >= self.known_from && !self.missing.iter().any(|&(a, b)| a <= seq && seq <= b)
+    }
+
+    /// Moves the cursor to `to`; the records in `missing` (ascending, above the old cursor, up
+    /// to `to`) are remembered as not held.
+    pub(crate) fn advance(&mut self, to: u64, missing: impl IntoIterator<Item = u64>) {
+        for seq in missing {
+            self.remember(seq, seq);
+        }
+        self.cursor = self.cursor.max(to);
+    }
+
+    /// Moves the cursor to `to` over records that were never sent.
+    pub(crate) fn skip(&mut self, to: u64) {
+        if to > self.cursor {
+            self.remember(self.cursor + 1, to);
+            self.cursor = to;
+        }
+    }
+
+    fn remember(&mut self, from: u64, to: u64) {
+        match self.missing.back_mut() {
+            Some((_, end)) if *end + 1 >= from => *end = (*end).max(to),
+            _ => self.missing.push_back((from, to)),
+        }
+        while self.missing.len() > MAX_MISSING {
+            if let Some((_, end)) = self.missing.pop_front() {
+                self.known_from = self.known_from.max(end + 1);
+            }
+        }
+    }
+
+    /// The cursor.
+    pub(crate) fn cursor(&self) -> u64 {
+        self.cursor
+    }
+}
 
 /// This node's link to one region peer.
 pub(crate) struct Link {
     pub(crate) remote: GrpcRemote,
-    /// The peer's push cursor: every record up to it that this node originated is durable there.
-    pub(crate) acked: watch::Sender<u64>,
+    /// What the peer durably holds of this node's writes.
+    pub(crate) acked: watch::Sender<Held>,
     /// Whether the last call to the peer succeeded.
     pub(crate) reachable: AtomicBool,
     /// Anti-entropy sessions completed with the peer, and their traffic.
@@ -62,7 +128,7 @@ impl Link {
         };
         let link = Arc::new(Link {
             remote,
-            acked: watch::Sender::new(cursor),
+            acked: watch::Sender::new(Held::resume(cursor)),
             reachable: AtomicBool::new(false),
             sessions: AtomicU64::new(0),
             bytes_sent: AtomicU64::new(0),
@@ -82,7 +148,7 @@ impl Link {
 
     /// The peer's push cursor.
     pub(crate) fn cursor(&self) -> u64 {
-        *self.acked.borrow()
+        self.acked.borrow().cursor()
     }
 
     /// Records the outcome of a call; a peer answering again after failures wakes anti-entropy.
@@ -116,10 +182,12 @@ async fn push(link: Arc<Link>, replica: Replica, kick: Arc<Notify>) {
             Ok(Some(first)) if first > cursor + 1 => {
                 tracing::info!(peer, cursor, first, "push stream fell behind the change log; anti-entropy repairs");
                 cursor = first - 1;
+                link.acked.send_modify(|held| held.skip(cursor));
                 kick.notify_one();
             }
             Ok(None) => {
                 cursor = upto;
+                link.acked.send_modify(|held| held.skip(cursor));
                 kick.notify_one();
             }
             _ => {}
@@ -134,20 +202,38 @@ async fn push(link: Arc<Link>, replica: Replica, kick: Arc<Notify>) {
         };
         let Some(last) = batch.last().map(|(seq, _)| *seq) else {
             cursor = upto;
+            link.acked.send_modify(|held| held.skip(cursor));
             continue;
         };
-        let live = replica.spaces().unwrap_or_default();
-        let entries: Vec<Shipped> = batch
-            .into_iter()
-            .filter(|(_, record)| record.local && live.contains(&record.space))
-            .map(|(_, record)| Shipped { space: record.space, key: record.key, state: record.state })
-            .collect();
+        let live = match replica.spaces() {
+            Ok(live) => live,
+            Err(e) => {
+                tracing::warn!(peer, "reading the catalog: {e}");
+                tokio::time::sleep(MAX_BACKOFF).await;
+                continue;
+            }
+        };
+        // Merged states are the peers' own writes, not sent; records of a keyspace no longer
+        // live here are not sent either, and are not held by the peer.
+        let mut missing = Vec::new();
+        let mut seqs = Vec::new();
+        let mut entries = Vec::new();
+        for (seq, record) in batch.into_iter().filter(|(_, record)| record.local) {
+            if live.contains(&record.space) {
+                seqs.push(seq);
+                entries.push(Shipped { space: record.space, key: record.key, state: record.state });
+            } else {
+                missing.push(seq);
+            }
+        }
         if !entries.is_empty() {
             let (count, bytes) =
                 (entries.len() as u64, entries.iter().map(|e| e.key.len() + e.state.len()).sum::<usize>());
             let request = Request::Merge { entries };
             match link.remote.call(request).await {
-                Ok(Response::Merged { .. }) => {
+                Ok(Response::Merged { refused, .. }) => {
+                    missing.extend(refused.iter().filter_map(|&i| seqs.get(i as usize).copied()));
+                    missing.sort_unstable();
                     backoff = Duration::from_millis(50);
                     link.pushed_entries.fetch_add(count, Ordering::Relaxed);
                     link.pushed_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
@@ -168,9 +254,45 @@ async fn push(link: Arc<Link>, replica: Replica, kick: Arc<Notify>) {
             }
         }
         cursor = last;
-        link.acked.send_replace(cursor);
+        link.acked.send_modify(|held| held.advance(cursor, missing));
         if let Err(e) = replica.store().put_meta(&cursor_key(peer), &cursor.to_be_bytes()) {
             tracing::warn!(peer, "saving the push cursor: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_holds_only_what_it_was_sent_and_stored() {
+        let mut held = Held::resume(10);
+        assert!(!held.holds(10), "what came before this process is not known");
+        assert!(!held.holds(11));
+        held.advance(20, [13, 14, 17]);
+        assert!(held.holds(11) && held.holds(12) && held.holds(15) && held.holds(20));
+        assert!(!held.holds(13) && !held.holds(14) && !held.holds(17) && !held.holds(21));
+        // A gap skipped after a trim: passed, never sent.
+        held.skip(30);
+        assert!((21..=30).all(|seq| !held.holds(seq)));
+        assert_eq!(held.cursor(), 30);
+        held.advance(31, []);
+        assert!(held.holds(31));
+        assert_eq!(held.missing, VecDeque::from([(13, 14), (17, 17), (21, 30)]));
+    }
+
+    #[test]
+    fn forgotten_ranges_count_as_not_held() {
+        let mut held = Held::default();
+        let mut seq = 0;
+        for _ in 0..MAX_MISSING + 5 {
+            held.advance(seq + 2, [seq + 1]);
+            seq += 2;
+        }
+        assert_eq!(held.missing.len(), MAX_MISSING);
+        assert!(!held.holds(2), "below the remembered ranges nothing is known");
+        assert!(held.holds(seq));
+        assert!(!held.holds(seq - 1));
     }
 }
