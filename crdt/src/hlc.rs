@@ -242,8 +242,10 @@ impl Hlc {
         Ok(())
     }
 
-    /// Adopts a timestamp this node issued before a restart (read back from storage), without
-    /// the drift check: a node must never reissue a timestamp even if its wall clock went back.
+    /// Adopts a timestamp this node issued or adopted before a restart (read back from storage),
+    /// without the drift check: a node must never reissue a timestamp even if its wall clock went
+    /// back. What is stored never holds a peer's timestamp this clock refused, so a restart does
+    /// not let one in.
     pub fn restore(&self, issued: Timestamp) {
         let issued = Timestamp::new(issued.physical_ms, issued.logical, self.inner.node);
         let mut last = self.last();

@@ -97,14 +97,24 @@ struct Inner {
 struct Session {
     /// The other side.
     peer: u64,
-    /// When (on the replica's clock, in ms) the session lapses unless the peer is heard from.
-    lapses: u64,
+    /// When (on the replica's clock, in ms) the peer was last heard from; the session lapses
+    /// [`SESSION_LEASE_MS`] later, or at once if the clock is found to have stepped back.
+    renewed: u64,
     /// Whether this replica started it.
     initiator: bool,
 }
 
 /// How long a session stays claimed without a request from its peer.
 const SESSION_LEASE_MS: u64 = 5_000;
+
+impl Session {
+    /// Whether the claim has lapsed at `now`: the lease ran out, or the wall clock went back
+    /// past the last renewal (a lease measured on a clock that stepped back would hold the slot
+    /// for as long as the step).
+    fn lapsed(&self, now: u64) -> bool {
+        now < self.renewed || now >= self.renewed.saturating_add(SESSION_LEASE_MS)
+    }
+}
 
 fn lock<T>(mutex: &Mutex<T>) -> Result<MutexGuard<'_, T>, Error> {
     mutex.lock().map_err(|_| Error::Storage("replica lock poisoned".into()))
@@ -125,12 +135,15 @@ impl Drop for InFlight<'_> {
 }
 
 /// The store write for an entry.
-fn put(entry: &Entry) -> Result<Write, Error> {
+/// The write of `entry`, folding `mark` into the durable HLC high-water mark: the timestamp the
+/// clock issued for a local write, or for a merge no more than the clock adopted, so a peer's
+/// timestamp refused for drift never reaches what a restart resumes from.
+fn put(entry: &Entry, mark: Timestamp) -> Result<Write, Error> {
     Ok(Write::Put(Put {
         state: entry.to_bytes()?,
         digest: entry.digest().0,
         collectable: entry.collectable().map(|ts| ts.to_bytes().to_vec()),
-        mark: Some(entry.timestamp().to_bytes().to_vec()),
+        mark: Some(mark.to_bytes().to_vec()),
     }))
 }
 
@@ -151,6 +164,10 @@ impl Replica {
             hlc.restore(Timestamp::from_bytes(&mark)?);
         }
         hlc.restore(marks.own());
+        let resumed = hlc.latest();
+        if resumed.physical_ms > hlc.now_ms().saturating_add(u64::try_from(max_drift.as_millis()).unwrap_or(u64::MAX)) {
+            tracing::warn!(node, %resumed, now_ms = hlc.now_ms(), "the wall clock is far behind the timestamps this node issued before; the clock stays ahead of it until wall time catches up");
+        }
         Ok(Self {
             inner: Arc::new(Inner {
                 node,
@@ -234,14 +251,14 @@ impl Replica {
         let mut slot = lock(&self.inner.session)?;
         let free = match *slot {
             None => true,
-            Some(s) if s.lapses <= now => true,
+            Some(s) if s.lapsed(now) => true,
             Some(s) if s.peer != peer => false,
             Some(s) if s.initiator == initiator => true,
             // Both sides started a session with each other: the lower id's wins.
             Some(_) => !initiator && peer < self.inner.node,
         };
         if free {
-            *slot = Some(Session { peer, lapses: now.saturating_add(SESSION_LEASE_MS), initiator });
+            *slot = Some(Session { peer, renewed: now, initiator });
         }
         Ok(free)
     }
@@ -256,7 +273,7 @@ impl Replica {
         let now = self.inner.hlc.now_ms();
         if let Some(session) = lock(&self.inner.session)?.as_mut() {
             if session.peer == peer {
-                session.lapses = now.saturating_add(SESSION_LEASE_MS);
+                session.renewed = now;
             }
         }
         Ok(())
@@ -309,7 +326,7 @@ impl Replica {
                 }
                 None => (Entry::from_op(op.clone(), ts), false),
             };
-            Ok::<_, Error>((put(&entry)?, (entry, existed)))
+            Ok::<_, Error>((put(&entry, ts)?, (entry, existed)))
         })?;
         drop(in_flight);
         self.flush().await?;
@@ -368,13 +385,14 @@ impl Replica {
             items.push(Item { space, key: &s.key, local: false });
         }
         let collected = spaces.iter().map(|(_, space)| space.collected()).collect::<Result<Vec<_>, _>>()?;
+        let hlc = &self.inner.hlc;
         let results = self.inner.store.update_batch(&items, |i, old| {
             let remote = decoded[i].as_ref().map_err(Clone::clone)?;
             let space = spaces.iter().position(|(id, _)| *id == &shipped[i].space);
             let collected = space.map_or(&[][..], |s| collected[s].as_slice());
             match old {
                 None if remote.timestamp().to_bytes().as_slice() <= collected => Ok((Write::Keep, Merged::Ignored)),
-                None => Ok((put(remote)?, Merged::Changed)),
+                None => Ok((put(remote, remote.timestamp().min(hlc.latest()))?, Merged::Changed)),
                 Some(bytes) => {
                     let mut local = Entry::from_bytes(bytes)?;
                     let before = local.digest();
@@ -382,7 +400,7 @@ impl Replica {
                     if local.digest() == before {
                         Ok((Write::Keep, Merged::Unchanged))
                     } else {
-                        Ok((put(&local)?, Merged::Changed))
+                        Ok((put(&local, local.timestamp().min(hlc.latest()))?, Merged::Changed))
                     }
                 }
             }

@@ -325,3 +325,40 @@ async fn a_replica_that_lost_a_keyspace_is_repaired_by_its_peers() {
     assert!(report.complete && report.pushed >= 1, "{report:?}");
     assert_eq!(b.replica.get(&b.space, b"old").unwrap().unwrap().read(), Read::Bytes(b"v".to_vec()));
 }
+
+/// A peer's timestamp refused for drift is merged but never reaches the persisted high-water
+/// mark: after a restart the clock is still where this node's own time put it, and the same
+/// timestamp is refused again.
+#[tokio::test]
+async fn a_restart_does_not_adopt_a_timestamp_refused_for_drift() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sled::Config::new().path(dir.path().join("db")).open().unwrap();
+    let space = SpaceId::new("ks", 1);
+    let peer = node(2, 1_000_000).await;
+    peer.clock.advance(std::time::Duration::from_secs(3_600));
+    let future = peer.replica.apply(&peer.space, b"k", Op::Put(b"later".to_vec())).await.unwrap().ts;
+    let state = peer.replica.get_bytes(&peer.space, b"k").unwrap().unwrap();
+    {
+        let r = open(&db, dir.path(), 1, Arc::new(ManualClock::new(1_000_000))).await;
+        r.apply(&space, b"own", Op::Put(b"v".to_vec())).await.unwrap();
+        assert_eq!(r.merge(&space, b"k", &state).unwrap(), Merged::Changed);
+        r.flush().await.unwrap();
+        assert_eq!(r.hlc().drift_rejections(), 1);
+    }
+    let r = open(&db, dir.path(), 1, Arc::new(ManualClock::new(1_000_500))).await;
+    assert!(r.hlc().latest() < future, "{} adopted {future}", r.hlc().latest());
+    let next = r.apply(&space, b"own", Op::Put(b"w".to_vec())).await.unwrap().ts;
+    assert!(next < future && next.physical_ms == 1_000_500, "{next}");
+    assert!(r.hlc().observe(future).is_err(), "refused again after the restart");
+    assert_eq!(r.get(&space, b"k").unwrap().unwrap().read(), Read::Bytes(b"later".to_vec()));
+}
+
+#[tokio::test]
+async fn a_session_claim_lapses_when_the_clock_steps_back() {
+    let (a, b) = (node(1, 100_000).await, node(2, 100_000).await);
+    assert!(b.replica.claim_session(3, true).unwrap());
+    assert!(!b.replica.claim_session(1, false).unwrap(), "held by the session with 3");
+    b.clock.set(40_000);
+    assert!(b.replica.claim_session(1, false).unwrap(), "a minute back: the lease cannot be trusted");
+    assert!(anti_entropy(&a.replica, &link(&a.replica, &b.replica)).await.unwrap().complete);
+}
