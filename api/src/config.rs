@@ -88,6 +88,11 @@ pub struct Args {
     /// queued writes, the watch feed and eventual hash trees [default: 64].
     #[arg(long, env = "LEDGE_MEMORY_MB")]
     pub memory_mb: Option<u64>,
+    /// How long a watch stream may go without its watcher taking a message while messages
+    /// wait, in milliseconds; then the node ends it with RESOURCE_EXHAUSTED naming the revision
+    /// to resume from [default: 30000].
+    #[arg(long, env = "LEDGE_WATCH_STALL_MS")]
+    pub watch_stall_ms: Option<u64>,
 }
 
 /// A node's role.
@@ -136,6 +141,7 @@ struct File {
     max_clock_drift_ms: Option<u64>,
     max_request_bytes: Option<usize>,
     memory_mb: Option<u64>,
+    watch_stall_ms: Option<u64>,
 }
 
 /// Resolved node configuration.
@@ -186,6 +192,8 @@ pub struct Config {
     pub max_request_bytes: usize,
     /// Memory budget.
     pub memory: ledge_store::MemoryBudget,
+    /// How long a watcher may leave waiting messages untaken, in milliseconds.
+    pub watch_stall_ms: u64,
 }
 
 impl Config {
@@ -278,6 +286,7 @@ impl Config {
             sync_log_keep: args.sync_log_keep.or(file.sync_log_keep).unwrap_or(100_000),
             max_clock_drift_ms,
             max_request_bytes,
+            watch_stall_ms: args.watch_stall_ms.or(file.watch_stall_ms).unwrap_or(30_000).max(1),
             memory,
         })
     }

@@ -167,6 +167,7 @@ impl Kv for KvService {
             req.key,
             req.prefix,
             req.from_revision,
+            self.limits.watch_stall,
             self.stopping.clone(),
         );
         Ok(Response::new(stream))
@@ -230,8 +231,11 @@ impl Kv for KvService {
         }
         let as_of = read::prepare(&self.node, req.options, deadline).await?;
         // One extra entry tells whether another page follows.
-        let mut rows =
-            self.node.state().scan(&def.name, range.start, range.end, limit + 1).map_err(convert::store_status)?;
+        let mut rows = self
+            .node
+            .state()
+            .scan_bytes(&def.name, range.start, range.end, limit + 1, self.limits.max_request)
+            .map_err(convert::store_status)?;
         let next_page_token = self.limits.page(&mut rows, limit, |(k, v)| k.len() + v.value.len() + 32);
         let kvs = rows.into_iter().map(|(k, v)| convert::key_value(k, v, req.keys_only)).collect();
         Ok(Response::new(pb::ScanResponse { kvs, next_page_token, as_of: Some(as_of) }))

@@ -30,6 +30,8 @@ pub struct Limits {
     pub max_scan: usize,
     /// Largest request in bytes (encoded), and largest scan page reply.
     pub max_request: usize,
+    /// How long a watch may leave messages waiting without its watcher taking one.
+    pub watch_stall: std::time::Duration,
 }
 
 impl Default for Limits {
@@ -40,6 +42,7 @@ impl Default for Limits {
             max_batch: 1000,
             max_scan: 10_000,
             max_request: DEFAULT_MAX_REQUEST_BYTES,
+            watch_stall: std::time::Duration::from_secs(30),
         }
     }
 }

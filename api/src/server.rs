@@ -22,6 +22,9 @@ use crate::sync::{Replication, SyncOptions, SyncService};
 
 /// How long in-flight requests may run after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+/// Most concurrent calls (watch streams included) on one HTTP/2 connection; a client opening
+/// more waits for one to end.
+const MAX_STREAMS_PER_CONNECTION: u32 = 256;
 
 /// What a simulation replaces: the transport to peers and the source of new node ids (and,
 /// through [`serve_with_clock`], the clock of eventual keyspaces' hybrid logical clock).
@@ -175,7 +178,11 @@ where
         Role::Edge => "edge",
         Role::Cloud => "cloud",
     };
-    let limits = Limits { max_request: config.max_request_bytes, ..Limits::default() };
+    let limits = Limits {
+        max_request: config.max_request_bytes,
+        watch_stall: Duration::from_millis(config.watch_stall_ms),
+        ..Limits::default()
+    };
     let kv = KvServer::new(KvService::new(node.clone(), replication.clone(), limits, stop.subscribe()))
         .max_decoding_message_size(limits.decoding_limit())
         .max_encoding_message_size(limits.decoding_limit());
@@ -185,6 +192,7 @@ where
     // On shutdown the server stops accepting, lets in-flight requests finish for a grace
     // period, then closes whatever connections clients keep open.
     let server = tonic::transport::Server::builder()
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(kv)

@@ -129,3 +129,71 @@ async fn watch_from_compacted_revision_starts_with_a_snapshot() {
         .collect();
     assert_eq!(replica.state, stored);
 }
+
+/// A watch that needs a snapshot of a large range gets it in pages, and a watcher that reads
+/// nothing holds a few of them, not the range: four stalled watchers of a 75 MiB range leave the
+/// node's memory where it was. After `--watch-stall-ms` each is dropped with RESOURCE_EXHAUSTED
+/// naming the revision to resume from, once the pages already queued have reached it.
+#[tokio::test]
+async fn snapshots_are_paged_and_a_stalled_watcher_is_dropped_holding_little() {
+    use ledge_proto::v1 as pb;
+    use ledge_proto::v1::kv_client::KvClient;
+
+    let node = Node::start_single_with(&["--log-keep", "100", "--watch-stall-ms", "3000"]);
+    let c = node.wait_ready().await;
+    let value = vec![b'v'; 256 * 1024];
+    for i in 0..300 {
+        c.put("default", format!("big/{i:04}"), value.clone()).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (before, _) = node.memory_kib().unwrap();
+
+    let request =
+        || pb::WatchRequest { keyspace: "default".into(), key: b"big/".to_vec(), prefix: true, from_revision: 1 };
+    let mut stalled = Vec::new();
+    for _ in 0..4 {
+        let mut kv = KvClient::connect(format!("http://{}", node.addr)).await.unwrap();
+        stalled.push(kv.watch(request()).await.unwrap().into_inner());
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (during, _) = node.memory_kib().unwrap();
+    assert!(during < before + 48 * 1024, "4 stalled watchers of a 75 MiB range: RSS {before} KiB -> {during} KiB");
+
+    // A watcher that reads gets the whole range as one snapshot, then live events.
+    let mut reader = c.watch(WatchOptions::prefix("default", "big/").from_revision(1)).await.unwrap();
+    let revision = match next(&mut reader).await {
+        WatchMessage::Snapshot { kvs, revision } => {
+            assert_eq!(kvs.len(), 300);
+            assert!(kvs.windows(2).all(|w| w[0].key < w[1].key), "in key order, each key once");
+            revision
+        }
+        other => panic!("expected a snapshot, got {other:?}"),
+    };
+    let put = c.put("default", "big/new", "x").await.unwrap();
+    match next(&mut reader).await {
+        WatchMessage::Events { revision: r, events } => assert!(r == put.revision && r > revision && events.len() == 1),
+        other => panic!("expected the new put, got {other:?}"),
+    }
+
+    // The stalled watchers were dropped: what was queued, then the status.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for mut stream in stalled {
+        let mut pages = 0;
+        let status = loop {
+            match stream.message().await {
+                Ok(Some(page)) => {
+                    assert!(page.snapshot && page.more, "only pages of the snapshot were queued");
+                    pages += 1;
+                }
+                Ok(None) => panic!("the stream ended without a status"),
+                Err(status) => break status,
+            }
+        };
+        // The queue's four, and what HTTP/2's flow-control window let through before it.
+        assert!(pages <= 16, "{pages} pages were queued");
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+        assert!(status.message().contains("resume with a watch from revision 1"), "{}", status.message());
+        assert_eq!(status.metadata().get("ledge-resume-revision").unwrap(), "1");
+    }
+    assert!(node.is_running());
+}

@@ -363,7 +363,8 @@ mod tests {
     #[test]
     fn watch_snapshots_carry_the_range() {
         let kv = pb::KeyValue { key: b"a".to_vec(), value: b"1".to_vec(), revision: 3, ..Default::default() };
-        let reply = pb::WatchResponse { snapshot: true, kvs: vec![kv.clone()], events: Vec::new(), revision: 5 };
+        let reply =
+            pb::WatchResponse { snapshot: true, kvs: vec![kv.clone()], events: Vec::new(), revision: 5, more: false };
         assert_eq!(watch_message(reply), Ok(WatchMessage::Snapshot { revision: 5, kvs: vec![key_value(kv)] }));
     }
 

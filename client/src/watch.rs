@@ -51,11 +51,13 @@ pub struct WatchStream {
     /// as soon as an error is seen, not when the caller drops the stream).
     wire: Option<WireStream>,
     revision: u64,
+    /// Pages of a snapshot whose last page has not arrived yet.
+    pages: Vec<pb::KeyValue>,
 }
 
 impl WatchStream {
     pub(crate) fn new(wire: impl Stream<Item = Result<pb::WatchResponse, Status>> + Send + 'static) -> WatchStream {
-        WatchStream { wire: Some(Box::pin(wire)), revision: 0 }
+        WatchStream { wire: Some(Box::pin(wire)), revision: 0, pages: Vec::new() }
     }
 
     /// The next message; `None` when the stream has ended. Waits as long as it takes: watch
@@ -81,17 +83,31 @@ impl Stream for WatchStream {
     type Item = Result<WatchMessage>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let Some(wire) = self.wire.as_mut() else {
-            return Poll::Ready(None);
-        };
-        let item = match wire.as_mut().poll_next(cx) {
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(item) => item,
-        };
-        let message = match item {
-            None => Ok(None),
-            Some(Ok(reply)) => convert::watch_message(reply).map(Some),
-            Some(Err(status)) => Err(Error::from(status)),
+        let message = loop {
+            let Some(wire) = self.wire.as_mut() else {
+                return Poll::Ready(None);
+            };
+            let item = match wire.as_mut().poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(item) => item,
+            };
+            match item {
+                // A snapshot's pages come as one message once the last has arrived.
+                Some(Ok(mut reply)) if reply.snapshot && reply.more => self.pages.append(&mut reply.kvs),
+                Some(Ok(mut reply)) => {
+                    if reply.snapshot && !self.pages.is_empty() {
+                        let mut kvs = std::mem::take(&mut self.pages);
+                        kvs.append(&mut reply.kvs);
+                        reply.kvs = kvs;
+                    }
+                    break convert::watch_message(reply).map(Some);
+                }
+                None if !self.pages.is_empty() => {
+                    break Err(Error::invalid_response("the watch stream ended inside a snapshot"))
+                }
+                None => break Ok(None),
+                Some(Err(status)) => break Err(Error::from(status)),
+            }
         };
         match message {
             Ok(Some(message)) => {
@@ -137,6 +153,29 @@ mod tests {
 
     fn stream(items: Vec<Result<pb::WatchResponse, Status>>) -> WatchStream {
         WatchStream::new(tokio_stream::iter(items))
+    }
+
+    #[tokio::test]
+    async fn a_paged_snapshot_arrives_as_one_message() {
+        let kv = |key: &str| pb::KeyValue { key: key.into(), value: b"v".to_vec(), ..Default::default() };
+        let page = |keys: &[&str], more| pb::WatchResponse {
+            snapshot: true,
+            kvs: keys.iter().map(|k| kv(k)).collect(),
+            revision: 7,
+            more,
+            ..Default::default()
+        };
+        let mut watch = stream(vec![Ok(page(&["a", "b"], true)), Ok(page(&["c"], true)), Ok(page(&["d"], false))]);
+        match watch.next().await {
+            Some(Ok(WatchMessage::Snapshot { revision: 7, kvs })) => {
+                assert_eq!(kvs.iter().map(|kv| kv.key.as_slice()).collect::<Vec<_>>(), [b"a", b"b", b"c", b"d"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(watch.revision(), 7);
+        // A stream that ends between pages is an error, not a partial snapshot.
+        let mut cut = stream(vec![Ok(page(&["a"], true))]);
+        assert!(matches!(cut.next().await, Some(Err(_))));
     }
 
     #[tokio::test]

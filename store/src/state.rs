@@ -326,6 +326,20 @@ impl StateMachine {
         end: Option<Vec<u8>>,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Versioned)>, Error> {
+        self.scan_bytes(keyspace, start, end, limit, usize::MAX)
+    }
+
+    /// [`StateMachine::scan`] that also stops once the rows read hold more than `max_bytes`
+    /// (keys, values and 32 bytes each): the row that crosses the bound is the last returned,
+    /// so a caller cutting at `max_bytes` knows another page follows.
+    pub fn scan_bytes(
+        &self,
+        keyspace: &str,
+        start: Bound<Vec<u8>>,
+        end: Option<Vec<u8>>,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<(Vec<u8>, Versioned)>, Error> {
         let tree = self.data_tree(keyspace)?;
         let end = match end {
             Some(e) => Bound::Excluded(e),
@@ -337,9 +351,15 @@ impl StateMachine {
             }
         }
         let mut out = Vec::new();
+        let mut bytes = 0usize;
         for item in tree.range::<Vec<u8>, _>((start, end)).take(limit) {
+            if bytes > max_bytes {
+                break;
+            }
             let (k, v) = item?;
-            out.push((k.to_vec(), decode(&v)?));
+            let row: Versioned = decode(&v)?;
+            bytes += k.len() + row.value.len() + 32;
+            out.push((k.to_vec(), row));
         }
         Ok(out)
     }
