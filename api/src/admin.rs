@@ -1,6 +1,8 @@
 //! The `Admin` gRPC service: keyspaces and node status.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
@@ -25,7 +27,13 @@ pub struct AdminService {
     region: String,
     role: &'static str,
     dialer: Arc<dyn Dialer>,
+    /// Channels to members (the leader, or every member for their applied revisions), kept
+    /// between calls; only current members' addresses stay.
+    channels: Arc<Mutex<HashMap<String, tonic::transport::Channel>>>,
 }
+
+/// How long a member list waits for each member to report its applied revision.
+const MEMBER_REVISION_WAIT: Duration = Duration::from_millis(500);
 
 /// Request metadata marking a call one node made to another on a client's behalf.
 const FORWARDED: &str = "ledge-forwarded";
@@ -80,24 +88,65 @@ impl AdminService {
         role: &'static str,
         dialer: Arc<dyn Dialer>,
     ) -> Self {
-        Self { node, replication, region, role, dialer }
+        Self { node, replication, region, role, dialer, channels: Arc::default() }
     }
 
-    fn members(members: Vec<(u64, String, &'static str, Option<u64>)>) -> Vec<pb::Member> {
+    /// A channel to `addr`, reused across calls.
+    fn channel(&self, addr: &str) -> Result<tonic::transport::Channel, Status> {
+        let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(channel) = channels.get(addr) {
+            return Ok(channel.clone());
+        }
+        let members: Vec<String> = self.node.status().members.into_iter().map(|m| m.1).collect();
+        channels.retain(|known, _| members.contains(known));
+        let channel = self.dialer.channel(addr).map_err(Status::unavailable)?;
+        channels.insert(addr.to_string(), channel.clone());
+        Ok(channel)
+    }
+
+    /// The members as the wire shows them; only this node's own applied revision is filled in.
+    fn members(&self, members: Vec<(u64, String, &'static str, Option<u64>)>) -> Vec<pb::Member> {
+        let me = self.node.id();
+        let applied = self.node.state().applied_revision();
+        let revisions = members.iter().map(|(id, ..)| (*id == me).then_some(applied)).collect();
+        Self::wire(members, revisions)
+    }
+
+    /// [`AdminService::members`] with each member's applied revision as it reports it (asked of
+    /// all at once, for at most [`MEMBER_REVISION_WAIT`]).
+    async fn members_asked(&self, members: Vec<(u64, String, &'static str, Option<u64>)>) -> Vec<pb::Member> {
+        let me = self.node.id();
+        let revisions = futures::future::join_all(members.iter().map(|(id, address, ..)| async move {
+            if *id == me {
+                return Some(self.node.state().applied_revision());
+            }
+            let mut client = AdminClient::new(self.channel(address).ok()?);
+            let mut req = Request::new(pb::StatusRequest {});
+            req.set_timeout(MEMBER_REVISION_WAIT);
+            let reply = tokio::time::timeout(MEMBER_REVISION_WAIT, client.status(req)).await.ok()?.ok()?;
+            Some(reply.into_inner().applied_revision)
+        }))
+        .await;
+        Self::wire(members, revisions)
+    }
+
+    fn wire(members: Vec<(u64, String, &'static str, Option<u64>)>, revisions: Vec<Option<u64>>) -> Vec<pb::Member> {
         members
             .into_iter()
-            .map(|(id, address, role, last_applied)| pb::Member {
+            .zip(revisions)
+            .map(|((id, address, role, last_applied), applied_revision)| pb::Member {
                 id,
                 address,
                 role: role.to_string(),
                 last_applied: last_applied.unwrap_or(0),
+                applied_revision,
             })
             .collect()
     }
 
     /// Asks the leader for the member list (it alone knows how far each member has applied).
     async fn members_from_leader(&self, addr: &str) -> Result<pb::ListMembersResponse, Status> {
-        let channel = self.dialer.channel(addr).map_err(Status::unavailable)?;
+        let channel = self.channel(addr)?;
         let mut req = Request::new(pb::ListMembersRequest {});
         req.metadata_mut().insert(FORWARDED, MetadataValue::from_static("1"));
         req.set_timeout(self.node.request_timeout());
@@ -189,7 +238,7 @@ impl Admin for AdminService {
             term: s.term,
             last_log_index: s.last_log_index,
             applied_revision: s.applied,
-            members: Self::members(s.members),
+            members: self.members(s.members),
             version: env!("CARGO_PKG_VERSION").to_string(),
             keyspaces,
             snapshot_index: s.snapshot_index,
@@ -221,7 +270,7 @@ impl Admin for AdminService {
             }
         }
         let leader_id = status.leader.as_ref().map(|(id, _)| *id).unwrap_or(0);
-        Ok(Response::new(pb::ListMembersResponse { members: Self::members(status.members), leader_id }))
+        Ok(Response::new(pb::ListMembersResponse { members: self.members_asked(status.members).await, leader_id }))
     }
 
     async fn remove_member(

@@ -208,3 +208,48 @@ async fn add_and_remove_members_under_load() {
     let n = verify_acked(&client, &acked).await;
     assert!(n > 0);
 }
+
+/// A member restarted at a new address (a rescheduled pod) asks the leader to update the
+/// membership, and the region reaches it there: it applies writes made after the move.
+#[tokio::test]
+async fn a_member_restarted_at_a_new_address_is_reached_there() {
+    let mut region = Region::start(3, &[]);
+    region.wait_leader().await;
+    let c = region.client().await;
+    c.put("default", "before", "1").await.unwrap();
+    let leader = region.wait_leader().await;
+    let moved = (leader + 1) % 3;
+    assert!(region.nodes[moved].terminate());
+    let old = region.nodes[moved].addr.clone();
+    let new = format!("127.0.0.1:{}", common::free_port());
+    let node = &mut region.nodes[moved];
+    let at = node.args.iter().position(|a| a == "--listen").unwrap() + 1;
+    node.args[at] = new.clone();
+    node.addr = new.clone();
+    node.spawn();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = region.nodes[leader].raw_status().await.unwrap();
+        if status.members.iter().any(|m| m.address == new) {
+            assert!(status.members.iter().all(|m| m.address != old), "{:?}", status.members);
+            break;
+        }
+        assert!(Instant::now() < deadline, "membership never showed {new}:\n{}", region.logs());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let after = c.put("default", "after", "2").await.unwrap().revision;
+    let moved_client = node_client(&region, moved).await;
+    let got = moved_client.get("default", "after", ReadOptions::session(after)).await.unwrap();
+    assert_eq!(got.kv.map(|kv| kv.value), Some(b"2".to_vec()));
+    // Each member reports its own applied revision in the member list.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let members = c.members().await.unwrap();
+        assert_eq!(members.len(), 3);
+        if members.iter().all(|m| m.applied_revision.is_some_and(|r| r >= after)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{members:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

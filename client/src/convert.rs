@@ -211,7 +211,13 @@ pub(crate) fn keyspace(keyspace: pb::Keyspace) -> Result<Keyspace> {
 }
 
 pub(crate) fn member(member: pb::Member) -> Member {
-    Member { id: member.id, address: member.address, role: member.role, last_applied: member.last_applied }
+    Member {
+        id: member.id,
+        address: member.address,
+        role: member.role,
+        last_applied: member.last_applied,
+        applied_revision: member.applied_revision,
+    }
 }
 
 /// A watch message. An event whose kind this client does not know fails the whole message:
@@ -379,11 +385,23 @@ mod tests {
 
     #[test]
     fn member_lists_keep_every_field() {
-        let wire = pb::Member { id: 3, address: "127.0.0.1:7713".into(), role: "learner".into(), last_applied: 17 };
+        let wire = pb::Member {
+            id: 3,
+            address: "127.0.0.1:7713".into(),
+            role: "learner".into(),
+            last_applied: 17,
+            applied_revision: Some(12),
+        };
         let reply = pb::ListMembersResponse { members: vec![wire], leader_id: 1 };
         assert_eq!(
             members(reply),
-            vec![Member { id: 3, address: "127.0.0.1:7713".into(), role: "learner".into(), last_applied: 17 }]
+            vec![Member {
+                id: 3,
+                address: "127.0.0.1:7713".into(),
+                role: "learner".into(),
+                last_applied: 17,
+                applied_revision: Some(12)
+            }]
         );
     }
 }

@@ -285,8 +285,12 @@ pub struct Member {
     pub address: String,
     /// `leader`, `follower`, `learner` or `candidate`.
     pub role: String,
-    /// Last revision the member is known to have applied, if known (zero otherwise).
+    /// Last Raft log index the member is known to hold, from the leader's view (zero when not
+    /// known). A log entry carries a batch of writes, so this is not a revision.
     pub last_applied: u64,
+    /// The revision the member reported having applied when the list was made; `None` when it
+    /// did not answer in time.
+    pub applied_revision: Option<u64>,
 }
 
 /// The status of the node that answered.

@@ -112,6 +112,55 @@ impl Node {
         }
     }
 
+    /// For a member that starts at a new address (a rescheduled pod, a changed `--advertise`):
+    /// until the membership names this node at its address, asks the leader (the one it knows,
+    /// or one its seeds name) to update it. The leader keeps dialling the old address until then.
+    pub(crate) async fn readdress(self, seeds: Vec<String>) {
+        let me =
+            HelloRequest { node_id: self.id(), address: self.address().to_string(), region: self.region().to_string() };
+        let change = MembershipChange::Join {
+            id: self.id(),
+            address: self.address().to_string(),
+            region: self.region().to_string(),
+        };
+        let mut announced = false;
+        loop {
+            if self.is_stopping() {
+                return;
+            }
+            let known = self.state().membership().ok().and_then(|m| m.membership().get_node(&self.id()).cloned());
+            match known {
+                Some(node) if node.addr != self.address() => {
+                    if !announced {
+                        tracing::info!(old = %node.addr, new = %self.address(), "this node's address changed; asking the leader to update it");
+                        announced = true;
+                    }
+                }
+                _ => return, // up to date, or not a member (joining is `discover`'s job)
+            }
+            let result = match self.change_membership(change.clone()).await {
+                Err(Error::NotLeader { leader_id: None, .. }) => {
+                    let replies = futures::future::join_all(
+                        seeds.iter().map(|seed| self.peers().hello(seed, me.clone(), Duration::from_secs(1))),
+                    )
+                    .await;
+                    match replies.into_iter().flatten().find(|h| h.region == self.region() && h.leader_id != 0) {
+                        Some(h) => {
+                            let timeout = self.request_timeout();
+                            self.peers().change_membership(&h.leader_address, h.leader_id, &change, timeout).await
+                        }
+                        None => Err(Error::Unavailable("no leader known yet".into())),
+                    }
+                }
+                other => other,
+            };
+            if let Err(e) = result {
+                tracing::debug!("address update not accepted yet: {e}");
+            }
+            tokio::time::sleep(TICK).await;
+        }
+    }
+
     /// Applies a membership change on the leader, or forwards it there. Returns the revision of
     /// the membership entry (or the applied revision when nothing needed to change).
     pub async fn change_membership(&self, change: MembershipChange) -> Result<u64, Error> {
@@ -123,9 +172,25 @@ impl Node {
         }
     }
 
-    /// Applies a membership change if this node is the leader.
+    /// Applies a membership change if this node is the leader, within the request deadline: a
+    /// change that cannot get the membership lock in time is `Unavailable` (nothing proposed);
+    /// one proposed but not committed in time is `Indeterminate` (it may still take effect), and
+    /// either way the lock is released.
     pub(crate) async fn change_membership_local(&self, change: MembershipChange) -> Result<u64, Error> {
-        let _one_at_a_time = self.membership_lock().lock().await;
+        let deadline = tokio::time::Instant::now() + self.request_timeout();
+        let Ok(one_at_a_time) = tokio::time::timeout_at(deadline, self.membership_lock().lock()).await else {
+            return Err(Error::Unavailable("another membership change is still under way; try again".into()));
+        };
+        let result = tokio::time::timeout_at(deadline, self.change_membership_locked(change)).await;
+        drop(one_at_a_time);
+        result.unwrap_or_else(|_| {
+            Err(Error::Indeterminate(
+                "the membership change was not committed within the deadline; it may still take effect".into(),
+            ))
+        })
+    }
+
+    async fn change_membership_locked(&self, change: MembershipChange) -> Result<u64, Error> {
         let metrics = self.raft().metrics().borrow().clone();
         let membership = metrics.membership_config.membership().clone();
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
@@ -144,8 +209,16 @@ impl Node {
                     }
                     return Ok(self.state().applied_revision());
                 }
-                tracing::info!(node = id, %address, "adding a learner");
-                raft.add_learner(id, BasicNode::new(address), false).await.map_err(membership_error)?
+                if let Some(known) = membership.get_node(&id) {
+                    // A member that comes back at a new address (a rescheduled pod): its peers
+                    // must dial the new one.
+                    tracing::info!(node = id, old = %known.addr, new = %address, "updating a member's address");
+                    let nodes = BTreeMap::from([(id, BasicNode::new(address))]);
+                    raft.change_membership(ChangeMembers::SetNodes(nodes), true).await.map_err(membership_error)?
+                } else {
+                    tracing::info!(node = id, %address, "adding a learner");
+                    raft.add_learner(id, BasicNode::new(address), false).await.map_err(membership_error)?
+                }
             }
             MembershipChange::Remove { id } => {
                 if voters.contains(&id) {

@@ -127,6 +127,18 @@ pub fn resolve_node_id(
             }
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // A database without its id file belongs to a node whose id is unknown here: a new
+            // id would make it a stranger to its own region (and its log a forgery).
+            let existing: Vec<&str> = ["db", "raft"].into_iter().filter(|d| data_dir.join(d).exists()).collect();
+            if requested.is_none() && !existing.is_empty() {
+                return Err(Error::InvalidInput(format!(
+                    "{} is missing, but {} holds this node's data ({}/): restore the file, or start with \
+                     --node-id set to the id this node had",
+                    path.display(),
+                    data_dir.display(),
+                    existing.join("/, ")
+                )));
+            }
             let id = requested.unwrap_or_else(generate);
             if id == 0 {
                 return Err(Error::InvalidInput("node id 0 is reserved".into()));
@@ -136,6 +148,8 @@ pub fn resolve_node_id(
             std::fs::write(&tmp, format!("{id}\n")).map_err(io)?;
             std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io)?;
             std::fs::rename(&tmp, &path).map_err(io)?;
+            // The rename is durable once the directory is.
+            std::fs::File::open(data_dir).and_then(|d| d.sync_all()).map_err(io)?;
             Ok(id)
         }
         Err(e) => Err(io(e)),
@@ -277,6 +291,8 @@ impl Node {
             } else {
                 tokio::spawn(node.clone().discover(opts.seeds.clone(), opts.bootstrap_expect));
             }
+        } else {
+            tokio::spawn(node.clone().readdress(others));
         }
         tokio::spawn(node.clone().reconcile(opts.max_voters));
         tokio::spawn(node.clone().snapshots(opts.raft.clone()));
@@ -508,5 +524,29 @@ impl Node {
         }
         self.inner.sm.checkpoint().await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_id_is_kept_and_a_missing_one_beside_data_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        assert_eq!(resolve_node_id(&data, None, || 7).unwrap(), 7);
+        assert_eq!(resolve_node_id(&data, None, || 8).unwrap(), 7, "kept across starts");
+        assert!(matches!(resolve_node_id(&data, Some(9), || 8), Err(Error::InvalidInput(_))));
+        std::fs::create_dir_all(data.join("db")).unwrap();
+        std::fs::remove_file(data.join("node_id")).unwrap();
+        match resolve_node_id(&data, None, || 8) {
+            Err(Error::InvalidInput(message)) => {
+                assert!(message.contains("node_id is missing") && message.contains("--node-id"), "{message}");
+            }
+            other => panic!("a new id beside an existing database: {other:?}"),
+        }
+        assert_eq!(resolve_node_id(&data, Some(7), || 8).unwrap(), 7, "an explicit id restores the file");
+        assert_eq!(std::fs::read_to_string(data.join("node_id")).unwrap(), "7\n");
     }
 }

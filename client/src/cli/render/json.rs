@@ -228,15 +228,18 @@ pub struct MemberJson {
     address: String,
     role: String,
     last_applied: u64,
+    applied_revision: Option<u64>,
 }
 
-/// A member: `{"id", "address", "role", "last_applied"}`.
+/// A member: `{"id", "address", "role", "last_applied", "applied_revision"}` (the last `null`
+/// when the member did not answer).
 pub fn member(member: &Member) -> MemberJson {
     MemberJson {
         id: member.id,
         address: member.address.clone(),
         role: member.role.clone(),
         last_applied: member.last_applied,
+        applied_revision: member.applied_revision,
     }
 }
 
@@ -515,8 +518,8 @@ mod tests {
         assert_eq!(
             members,
             [
-                r#"{"id":1,"address":"127.0.0.1:7711","role":"follower","last_applied":39}"#,
-                r#"{"id":2,"address":"127.0.0.1:7712","role":"leader","last_applied":40}"#,
+                r#"{"id":1,"address":"127.0.0.1:7711","role":"follower","last_applied":39,"applied_revision":null}"#,
+                r#"{"id":2,"address":"127.0.0.1:7712","role":"leader","last_applied":40,"applied_revision":31}"#,
             ]
         );
         assert_eq!(line(removed(3, 57)), r#"{"id":3,"revision":57}"#);
@@ -534,8 +537,8 @@ mod tests {
                 r#"{"name":"log_cache","limit_bytes":10066320,"used_bytes":2048}],"rss_bytes":41943040,"#,
                 r#""disk":{"log_bytes":1024,"db_bytes":4096,"snapshot_bytes":0},"#,
                 r#""members":["#,
-                r#"{"id":1,"address":"127.0.0.1:7711","role":"follower","last_applied":39},"#,
-                r#"{"id":2,"address":"127.0.0.1:7712","role":"leader","last_applied":40}]}"#
+                r#"{"id":1,"address":"127.0.0.1:7711","role":"follower","last_applied":39,"applied_revision":null},"#,
+                r#"{"id":2,"address":"127.0.0.1:7712","role":"leader","last_applied":40,"applied_revision":31}]}"#
             )
         );
         let leaderless = NodeStatus { leader_id: None, leader_address: None, ..fixtures::status() };

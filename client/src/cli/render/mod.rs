@@ -98,8 +98,20 @@ mod fixtures {
             last_log_index: 40,
             applied_revision: 39,
             members: vec![
-                Member { id: 1, address: "127.0.0.1:7711".into(), role: "follower".into(), last_applied: 39 },
-                Member { id: 2, address: "127.0.0.1:7712".into(), role: "leader".into(), last_applied: 40 },
+                Member {
+                    id: 1,
+                    address: "127.0.0.1:7711".into(),
+                    role: "follower".into(),
+                    last_applied: 39,
+                    applied_revision: None,
+                },
+                Member {
+                    id: 2,
+                    address: "127.0.0.1:7712".into(),
+                    role: "leader".into(),
+                    last_applied: 40,
+                    applied_revision: Some(31),
+                },
             ],
             version: "0.1.0".into(),
             keyspaces: 2,

@@ -167,9 +167,12 @@ pub fn keyspaces(keyspaces: &[Keyspace]) -> String {
 pub fn members(members: &[Member]) -> String {
     let rows: Vec<Vec<String>> = members
         .iter()
-        .map(|m| vec![m.id.to_string(), printable(&m.address), printable(&m.role), m.last_applied.to_string()])
+        .map(|m| {
+            let applied = m.applied_revision.map_or_else(|| "-".to_string(), |r| r.to_string());
+            vec![m.id.to_string(), printable(&m.address), printable(&m.role), m.last_applied.to_string(), applied]
+        })
         .collect();
-    table(&["ID", "ADDRESS", "ROLE", "LAST_APPLIED"], &rows)
+    table(&["ID", "ADDRESS", "ROLE", "LAST_APPLIED", "APPLIED_REVISION"], &rows)
 }
 
 /// The result of removing a member.
@@ -349,9 +352,9 @@ mod tests {
         assert_eq!(
             members(&fixtures::status().members),
             concat!(
-                "ID  ADDRESS         ROLE      LAST_APPLIED\n",
-                "1   127.0.0.1:7711  follower  39\n",
-                "2   127.0.0.1:7712  leader    40\n",
+                "ID  ADDRESS         ROLE      LAST_APPLIED  APPLIED_REVISION\n",
+                "1   127.0.0.1:7711  follower  39            -\n",
+                "2   127.0.0.1:7712  leader    40            31\n",
             )
         );
         assert_eq!(removed(3, 57), "id:        3\nrevision:  57\n");
@@ -364,9 +367,9 @@ mod tests {
         assert!(out.contains("leader:            2 (127.0.0.1:7712)\n"), "{out}");
         assert!(
             out.ends_with(concat!(
-                "\nID  ADDRESS         ROLE      LAST_APPLIED\n",
-                "1   127.0.0.1:7711  follower  39\n",
-                "2   127.0.0.1:7712  leader    40\n",
+                "\nID  ADDRESS         ROLE      LAST_APPLIED  APPLIED_REVISION\n",
+                "1   127.0.0.1:7711  follower  39            -\n",
+                "2   127.0.0.1:7712  leader    40            31\n",
             )),
             "{out}"
         );
