@@ -71,6 +71,7 @@ pub fn crdt_status(e: ledge_crdt::Error) -> Status {
         e @ (E::TypeMismatch { .. } | E::InvalidInput(_) | E::ClockDrift(_)) => Status::invalid_argument(e.to_string()),
         E::NotFound(m) => Status::not_found(m),
         E::Unavailable(m) => Status::unavailable(m),
+        E::TooLarge(m) => Status::resource_exhausted(m),
         e @ (E::InvalidData(_) | E::Storage(_)) => Status::internal(e.to_string()),
     }
 }

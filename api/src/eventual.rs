@@ -171,10 +171,17 @@ impl KvService {
             ));
         }
         let replica = self.replication.replica();
-        let rows = replica.scan(&Self::space(def), range.start, range.end, limit + 1).map_err(convert::crdt_status)?;
+        let (rows, walked_to) = replica
+            .scan_page(&Self::space(def), range.start, range.end, limit + 1, ledge_crdt::SCAN_WALK)
+            .map_err(convert::crdt_status)?;
         let mut rows: Vec<_> =
             rows.into_iter().map(|(k, e)| (k.clone(), convert::eventual_kv(k, &e, req.keys_only))).collect();
-        let next_page_token = self.limits.page(&mut rows, limit, |(_, kv)| prost::Message::encoded_len(kv));
+        let mut next_page_token = self.limits.page(&mut rows, limit, |(_, kv)| prost::Message::encoded_len(kv));
+        // The walk stopped among deleted keys: the next page goes on after the last one walked
+        // (a page may then hold fewer keys than asked for, or none).
+        if let (true, Some(walked_to)) = (next_page_token.is_empty(), walked_to) {
+            next_page_token = crate::limits::page_token(&walked_to);
+        }
         let kvs = rows.into_iter().map(|(_, kv)| kv).collect();
         Ok(pb::ScanResponse { kvs, next_page_token, as_of: Some(self.eventual_as_of(1)?) })
     }

@@ -158,6 +158,7 @@ where
     let store = ledge_store::Eventual::open_counted(node.state().disk(), node.usage().clone())?;
     let max_drift = Duration::from_millis(config.max_clock_drift_ms);
     let replica = Replica::open(store, node.state().clone(), id, clock, max_drift)?;
+    replica.set_max_entry_bytes(config.max_request_bytes);
     replica.set_unsafe_drop_first_merge(env.unsafe_drop_first_merge);
     let sync = SyncOptions {
         anti_entropy_interval: Duration::from_millis(config.anti_entropy_ms),

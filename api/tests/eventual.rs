@@ -305,3 +305,41 @@ async fn eventual_requests_are_validated() {
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).starts_with("NotFound"));
 }
+
+/// A set grows until its entry would pass `--max-request-bytes`; the add that would pass it is
+/// refused with RESOURCE_EXHAUSTED and writes nothing, and every replica still converges on the
+/// set as it stands.
+#[tokio::test]
+async fn a_set_grown_to_its_limit_is_refused_and_the_region_converges() {
+    let mut flags = FLAGS.to_vec();
+    flags.extend(["--max-request-bytes", "1114112"]);
+    let region = Region::start(3, &flags);
+    region.wait_leader().await;
+    region.wait_members(3, 0).await;
+    let client = region.client().await;
+    client.create_keyspace(KS, Mode::Eventual, Scope::Region).await.expect("create keyspace");
+    let mut added = 0;
+    let refused = loop {
+        let member = format!("{added:03}{}", "m".repeat(16 * 1024));
+        match client.set_add(KS, "big", member).await {
+            Ok(_) => added += 1,
+            Err(e) => break e,
+        }
+        assert!(added < 200, "the set never reached its limit");
+    };
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused}");
+    assert!(refused.to_string().contains("remove members first"), "{refused}");
+    assert!(added > 50, "only {added} members fit");
+    for node in &region.nodes {
+        let c = node.client().await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let members = c.get(KS, "big", ReadOptions::one()).await.ok().and_then(|r| r.kv).map(|kv| kv.members.len());
+            if members == Some(added) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{} holds {members:?} of {added} members", node.addr);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}

@@ -38,6 +38,10 @@ pub enum Error {
     /// The local store failed.
     #[error("storage error: {0}")]
     Storage(String),
+    /// A write would make a key's entry larger than the limit; nothing was written. The API
+    /// maps this to `ResourceExhausted`.
+    #[error("{0}")]
+    TooLarge(String),
 }
 
 impl From<ledge_store::Error> for Error {

@@ -18,7 +18,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
@@ -27,7 +27,7 @@ use ledge_store::{Eventual, Mode, SpaceId, StateMachine};
 
 use crate::marks::Marks;
 use crate::sync::Shipped;
-use crate::{Clock, Entry, Error, Hlc, Op, Timestamp};
+use crate::{Clock, Entry, Error, Hlc, Kind, Op, Timestamp};
 
 /// The outcome of a local operation.
 #[derive(Clone, Debug)]
@@ -90,6 +90,8 @@ struct Inner {
     session: Mutex<Option<Session>>,
     /// Test-only fault: see [`Replica::set_unsafe_drop_first_merge`].
     drop_first_merge: AtomicBool,
+    /// Largest encoded entry a local write may leave (see [`Replica::set_max_entry_bytes`]).
+    max_entry_bytes: AtomicUsize,
 }
 
 /// An anti-entropy session a replica takes part in.
@@ -103,6 +105,20 @@ struct Session {
     /// Whether this replica started it.
     initiator: bool,
 }
+
+/// The default bound on a key's encoded entry after a local write: 4 MiB, the default request
+/// limit.
+pub const DEFAULT_MAX_ENTRY_BYTES: usize = 4 << 20;
+
+/// A scan page: the keys that read as present, and the key a next page continues after when
+/// the walk stopped early.
+pub type ScanPage = (Vec<(Vec<u8>, Entry)>, Option<Vec<u8>>);
+
+/// Most peers' states merged in one transaction.
+pub const MERGE_CHUNK: usize = 64;
+
+/// Most stored entries a scan page walks (tombstones included) before it ends the page early.
+pub const SCAN_WALK: usize = 10_000;
 
 /// How long a session stays claimed without a request from its peer.
 const SESSION_LEASE_MS: u64 = 5_000;
@@ -139,8 +155,23 @@ impl Drop for InFlight<'_> {
 /// clock issued for a local write, or for a merge no more than the clock adopted, so a peer's
 /// timestamp refused for drift never reaches what a restart resumes from.
 fn put(entry: &Entry, mark: Timestamp) -> Result<Write, Error> {
+    put_within(entry, mark, usize::MAX)
+}
+
+/// [`put`], refusing an entry whose encoding is over `limit` bytes.
+fn put_within(entry: &Entry, mark: Timestamp, limit: usize) -> Result<Write, Error> {
+    let state = entry.to_bytes()?;
+    if state.len() > limit {
+        return Err(Error::TooLarge(format!(
+            "the write would make the key's {} entry {} bytes, more than the limit of {limit} bytes \
+             (--max-request-bytes); nothing was written{}",
+            entry.kind(),
+            state.len(),
+            if entry.kind() == Kind::Set { ": remove members first" } else { "" }
+        )));
+    }
     Ok(Write::Put(Put {
-        state: entry.to_bytes()?,
+        state,
         digest: entry.digest().0,
         collectable: entry.collectable().map(|ts| ts.to_bytes().to_vec()),
         mark: Some(mark.to_bytes().to_vec()),
@@ -179,8 +210,17 @@ impl Replica {
                 members: RwLock::default(),
                 session: Mutex::default(),
                 drop_first_merge: AtomicBool::new(false),
+                max_entry_bytes: AtomicUsize::new(DEFAULT_MAX_ENTRY_BYTES),
             }),
         })
+    }
+
+    /// Bounds the encoded size of a key's entry after a local write ([`DEFAULT_MAX_ENTRY_BYTES`]
+    /// until set): a write that would pass it is refused with [`Error::TooLarge`] and writes
+    /// nothing. Every state is pushed whole, so this also bounds what one push carries. Merges of
+    /// peers' states are never refused: that would keep replicas apart.
+    pub fn set_max_entry_bytes(&self, limit: usize) {
+        self.inner.max_entry_bytes.store(limit, Ordering::Relaxed);
     }
 
     /// This node's id.
@@ -316,6 +356,7 @@ impl Replica {
         let space = self.space(space)?;
         let in_flight = self.begin()?;
         let ts = in_flight.ts;
+        let limit = self.inner.max_entry_bytes.load(Ordering::Relaxed);
         let updated = self.inner.store.update(&space, key, true, |old| {
             let (entry, existed) = match old {
                 Some(bytes) => {
@@ -326,7 +367,7 @@ impl Replica {
                 }
                 None => (Entry::from_op(op.clone(), ts), false),
             };
-            Ok::<_, Error>((put(&entry, ts)?, (entry, existed)))
+            Ok::<_, Error>((put_within(&entry, ts, limit)?, (entry, existed)))
         })?;
         drop(in_flight);
         self.flush().await?;
@@ -351,15 +392,20 @@ impl Replica {
         self.inner.drop_first_merge.store(on, Ordering::SeqCst);
     }
 
-    /// Merges peers' states in one transaction (not yet durable: call [`Replica::flush`]). A
-    /// state that cannot be decoded gets its error in its place; the others are merged.
+    /// Merges peers' states (not yet durable: call [`Replica::flush`]), [`MERGE_CHUNK`] states
+    /// per transaction, so local writes get the commit lock between chunks. A state that cannot
+    /// be decoded gets its error in its place; the others are merged.
     pub fn merge_many(&self, shipped: &[Shipped]) -> Result<Vec<Result<Merged, Error>>, Error> {
-        if let Some((_, rest)) = shipped.split_first().filter(|_| self.inner.drop_first_merge.load(Ordering::SeqCst)) {
-            let mut results = self.merge_all(rest)?;
-            results.insert(0, Ok(Merged::Unchanged));
-            return Ok(results);
+        let mut results = Vec::with_capacity(shipped.len());
+        let mut rest = shipped;
+        if let Some((_, after)) = shipped.split_first().filter(|_| self.inner.drop_first_merge.load(Ordering::SeqCst)) {
+            results.push(Ok(Merged::Unchanged));
+            rest = after;
         }
-        self.merge_all(shipped)
+        for chunk in rest.chunks(MERGE_CHUNK) {
+            results.extend(self.merge_all(chunk)?);
+        }
+        Ok(results)
     }
 
     fn merge_all(&self, shipped: &[Shipped]) -> Result<Vec<Result<Merged, Error>>, Error> {
@@ -439,18 +485,36 @@ impl Replica {
         end: Option<Vec<u8>>,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Entry)>, Error> {
+        Ok(self.scan_page(space, start, end, limit, usize::MAX)?.0)
+    }
+
+    /// [`Replica::scan`] that walks at most `walk` stored entries (deleted ones included):
+    /// when it stops for that reason, the second result is the last key walked, after which a
+    /// next page continues (a range full of tombstones costs a bounded walk per page).
+    pub fn scan_page(
+        &self,
+        space: &SpaceId,
+        start: Bound<Vec<u8>>,
+        end: Option<Vec<u8>>,
+        limit: usize,
+        walk: usize,
+    ) -> Result<ScanPage, Error> {
         let mut out = Vec::new();
+        let mut walked = 0;
         for item in self.space(space)?.range(start, end) {
             if out.len() >= limit {
                 break;
             }
             let (key, bytes) = item?;
+            walked += 1;
             let entry = Entry::from_bytes(&bytes)?;
             if !entry.is_deleted() {
                 out.push((key, entry));
+            } else if walked >= walk {
+                return Ok((out, Some(key)));
             }
         }
-        Ok(out)
+        Ok((out, None))
     }
 
     /// Every write in the region up to the result has been merged here.

@@ -129,8 +129,14 @@ pub enum Response {
     },
     /// The answer to `Mids` and `Leaves`.
     Hashes(Vec<Hash>),
-    /// The answer to `Keys`: key and digest, leaf by leaf, each leaf in key order.
-    Keys(Vec<(Vec<u8>, Hash)>),
+    /// The answer to `Keys` (size-bounded): key and digest of the first `covered` leaves asked
+    /// for, leaf by leaf, each leaf in key order; the sender asks again for the rest.
+    Keys {
+        /// Keys and digests.
+        keys: Vec<(Vec<u8>, Hash)>,
+        /// How many of the requested leaves they cover (at least one).
+        covered: u32,
+    },
     /// The answer to `Fetch`: a prefix of the requested keys with their states (`None`: absent).
     States(Vec<(Vec<u8>, Option<Vec<u8>>)>),
     /// The answer to `Merge`, once what was stored is durable: how many states were merged and
@@ -233,11 +239,17 @@ impl Replica {
             Request::Keys { space, leaves } => {
                 limit("leaf buckets", leaves.len(), 4 * LEAVES_PER_REQUEST)?;
                 let space = self.known(&space)?;
-                let mut out = Vec::new();
+                let (mut keys, mut bytes, mut covered) = (Vec::new(), 0, 0u32);
                 for leaf in leaves {
-                    out.extend(space.keys(leaf)?);
+                    if bytes >= MAX_BATCH_BYTES {
+                        break;
+                    }
+                    let more = space.keys(leaf)?;
+                    bytes += more.iter().map(|(key, _)| key.len() + 16).sum::<usize>();
+                    keys.extend(more);
+                    covered += 1;
                 }
-                Ok(Response::Keys(out))
+                Ok(Response::Keys { keys, covered })
             }
             Request::Fetch { space, keys } => {
                 limit("keys", keys.len(), 4 * KEYS_PER_FETCH)?;
@@ -403,26 +415,35 @@ async fn reconcile<R: Remote>(local: &Replica, remote: &R, id: &SpaceId, report:
             .filter_map(|i| u16::try_from((usize::from(chunk[i / 256]) << 8) | (i % 256)).ok())
             .collect();
         report.leaves += leaves.len() as u64;
-        for leaves in leaves.chunks(LEAVES_PER_REQUEST) {
-            reconcile_leaves(local, remote, id, leaves, report).await?;
+        for mut leaves in leaves.chunks(LEAVES_PER_REQUEST) {
+            while !leaves.is_empty() {
+                let covered = reconcile_leaves(local, remote, id, leaves, report).await?;
+                leaves = &leaves[covered..];
+            }
         }
     }
     Ok(())
 }
 
+/// Reconciles the first leaves of `leaves` that the peer's size-bounded `Keys` answer covers;
+/// returns how many that was.
 async fn reconcile_leaves<R: Remote>(
     local: &Replica,
     remote: &R,
     id: &SpaceId,
     leaves: &[u16],
     report: &mut Report,
-) -> Result<(), Error> {
+) -> Result<usize, Error> {
     let space = local.space(id)?;
-    let theirs: BTreeMap<Vec<u8>, Hash> =
+    let (theirs, covered): (BTreeMap<Vec<u8>, Hash>, usize) =
         match call(remote, Request::Keys { space: id.clone(), leaves: leaves.to_vec() }, report).await? {
-            Response::Keys(keys) => keys.into_iter().collect(),
+            Response::Keys { keys, covered } if covered > 0 && covered as usize <= leaves.len() => {
+                (keys.into_iter().collect(), covered as usize)
+            }
+            Response::Keys { .. } => return Err(Error::InvalidData("peer answered Keys covering no leaf".into())),
             _ => return Err(unexpected("Keys")),
         };
+    let leaves = &leaves[..covered];
     let mut ours = BTreeMap::new();
     for leaf in leaves {
         ours.extend(space.keys(*leaf)?);
@@ -470,7 +491,7 @@ async fn reconcile_leaves<R: Remote>(
     if !batch.is_empty() {
         send(remote, batch, report).await?;
     }
-    Ok(())
+    Ok(covered)
 }
 
 async fn send<R: Remote>(remote: &R, entries: Vec<Shipped>, report: &mut Report) -> Result<(), Error> {

@@ -362,3 +362,66 @@ async fn a_session_claim_lapses_when_the_clock_steps_back() {
     assert!(b.replica.claim_session(1, false).unwrap(), "a minute back: the lease cannot be trusted");
     assert!(anti_entropy(&a.replica, &link(&a.replica, &b.replica)).await.unwrap().complete);
 }
+
+#[tokio::test]
+async fn a_write_past_the_entry_limit_is_refused_and_changes_nothing() {
+    let (a, b) = (node(1, 10_000).await, node(2, 10_000).await);
+    for r in [&a.replica, &b.replica] {
+        r.set_members(vec![1, 2]);
+        r.set_max_entry_bytes(4096);
+    }
+    let mut added = 0;
+    let refused = loop {
+        match a.replica.apply(&a.space, b"s", Op::SetAdd(format!("member-{added:04}").into_bytes())).await {
+            Ok(_) => added += 1,
+            Err(e) => break e,
+        }
+        assert!(added < 1_000, "the set never reached its limit");
+    };
+    assert!(matches!(&refused, Error::TooLarge(m) if m.contains("4096") && m.contains("remove members")), "{refused}");
+    let before = a.replica.get_bytes(&a.space, b"s").unwrap().unwrap();
+    assert!(before.len() <= 4096);
+    // Removing a member makes room again; the replicas still converge.
+    a.replica.apply(&a.space, b"s", Op::SetRemove(b"member-0000".to_vec())).await.unwrap();
+    a.replica.apply(&a.space, b"s", Op::SetAdd(b"late".to_vec())).await.unwrap();
+    anti_entropy(&a.replica, &link(&a.replica, &b.replica)).await.unwrap();
+    assert_eq!(a.replica.get_bytes(&a.space, b"s").unwrap(), b.replica.get_bytes(&b.space, b"s").unwrap());
+}
+
+#[tokio::test]
+async fn key_lists_and_scans_are_bounded_per_call() {
+    let (a, b) = (node(1, 10_000).await, node(2, 10_000).await);
+    for r in [&a.replica, &b.replica] {
+        r.set_members(vec![1, 2]);
+    }
+    // 2,000 keys of 8 KB: 16 MB of keys, more than one Keys answer carries.
+    let mut leaves = BTreeSet::new();
+    for i in 0..2_000u32 {
+        let key = format!("{i:04}{}", "k".repeat(8_000));
+        a.replica.apply(&a.space, key.as_bytes(), Op::Add(1)).await.unwrap();
+        leaves.insert(ledge_store::eventual::merkle::bucket(key.as_bytes()));
+    }
+    let leaves: Vec<u16> = leaves.into_iter().take(1024).collect();
+    match a.replica.serve(2, Request::Keys { space: a.space.clone(), leaves }).await.unwrap() {
+        Response::Keys { keys, covered } => {
+            assert!(covered > 0 && covered < 1024, "covered {covered}");
+            assert!(keys.iter().map(|(k, _)| k.len()).sum::<usize>() < 5 << 20);
+        }
+        other => panic!("{other:?}"),
+    }
+    let report = anti_entropy(&b.replica, &link(&b.replica, &a.replica)).await.unwrap();
+    assert!(report.complete && report.pulled == 2_000, "{report:?}");
+
+    // A scan page walks a bounded number of deleted entries, then says where to go on.
+    for i in 0..30u32 {
+        a.replica.apply(&a.space, format!("dead/{i:02}").as_bytes(), Op::Delete).await.unwrap();
+    }
+    a.replica.apply(&a.space, b"dead/zz-live", Op::Put(b"v".to_vec())).await.unwrap();
+    let start = Bound::Included(b"dead/".to_vec());
+    let (rows, next) = a.replica.scan_page(&a.space, start, Some(b"dead0".to_vec()), 10, 20).unwrap();
+    assert!(rows.is_empty());
+    assert_eq!(next.as_deref(), Some(&b"dead/19"[..]));
+    let (rows, next) = a.replica.scan_page(&a.space, Bound::Excluded(b"dead/19".to_vec()), None, 1, 20).unwrap();
+    assert_eq!((rows.len(), next), (1, None));
+    assert_eq!(rows[0].0, b"dead/zz-live");
+}
