@@ -46,7 +46,7 @@ pub use clock::Clocks;
 pub use eventual::EventualWorkload;
 pub use history::{Event, History, Outcome, RegisterOp, RegisterRet};
 pub use nemesis::{Nemesis, Schedule};
-pub use run::{run, seeds_from_env, Failure, Report};
+pub use run::{extra_seeds, run, seeds_from_env, Failure, Report};
 pub use seeds::{run_seeds, threads_from_env, Summary};
 pub use workload::{ClientContext, ClientFuture, Mixed, Recorded, RegisterWorkload, Workload};
 pub use world::{World, WorldOptions};

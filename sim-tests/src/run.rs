@@ -141,12 +141,28 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 }
 
 /// The seeds a test run covers: `LEDGE_SIM_SEED=S` replays one; otherwise `LEDGE_SIM_SEEDS=N`
-/// (default `default_count`) seeds starting at `LEDGE_SIM_FIRST_SEED` (default 1).
+/// (default `default_count`) seeds starting at `LEDGE_SIM_FIRST_SEED` (default 1), plus
+/// `LEDGE_SIM_EXTRA_SEEDS=M` (default 0) seeds drawn from the text of `LEDGE_SIM_EXTRA_FROM`
+/// (CI passes the commit hash, so every landing explores seeds no earlier one ran).
 pub fn seeds_from_env(default_count: u64) -> Vec<u64> {
     if let Some(seed) = std::env::var("LEDGE_SIM_SEED").ok().and_then(|s| s.parse().ok()) {
         return vec![seed];
     }
     let count = std::env::var("LEDGE_SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(default_count);
     let first = std::env::var("LEDGE_SIM_FIRST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
-    (first..first + count).collect()
+    let mut seeds: Vec<u64> = (first..first + count).collect();
+    let extra: u64 = std::env::var("LEDGE_SIM_EXTRA_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+    if extra > 0 {
+        let from = std::env::var("LEDGE_SIM_EXTRA_FROM").unwrap_or_default();
+        seeds.extend(extra_seeds(&from, extra));
+    }
+    seeds
+}
+
+/// `count` seeds drawn from `text`: consecutive, from a start above the fixed seeds' range that
+/// an FNV-1a hash of `text` picks.
+pub fn extra_seeds(text: &str, count: u64) -> Vec<u64> {
+    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let start = 1_000_000 + hash % (1 << 40);
+    (start..start + count).collect()
 }

@@ -108,6 +108,9 @@ impl fmt::Display for Summary {
         for w in &self.broken_workers {
             writeln!(f, "worker without a report: {w}")?;
         }
+        for seed in &self.failing {
+            writeln!(f, "replay: LEDGE_SIM_SEED={seed} cargo test -p ledge-sim-tests --test seeds")?;
+        }
         let used: Vec<String> = self.nemeses.iter().map(|(n, c)| format!("{n} {c}")).collect();
         write!(f, "seeds per nemesis: {}", used.join(", "))
     }
