@@ -176,6 +176,9 @@ pub fn op(o: pb::Op, index: usize) -> Result<store::Op, Status> {
     match o.op {
         Some(pb::op::Op::Put(p)) => Ok(store::Op::Put(p.key, p.value)),
         Some(pb::op::Op::Delete(d)) => Ok(store::Op::Delete(d.key)),
+        Some(pb::op::Op::Increment(_)) => Err(Status::invalid_argument(format!(
+            "operation {index} is an increment: increments apply to eventual keyspaces"
+        ))),
         None => Err(Status::invalid_argument(format!("operation {index} is neither put nor delete"))),
     }
 }

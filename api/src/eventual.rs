@@ -141,6 +141,53 @@ impl KvService {
         Ok(pb::SetResponse { hlc: Some(convert::hlc(applied.ts)), size })
     }
 
+    /// A batch of puts, deletes and increments, applied atomically on this node (all or none)
+    /// and spread like any eventual write. Conditions need a single order of writes, which an
+    /// eventual keyspace does not have: a batch with any is refused.
+    pub(crate) async fn eventual_batch(
+        &self,
+        def: &KeyspaceDef,
+        req: pb::BatchRequest,
+        deadline: Instant,
+    ) -> Result<pb::BatchResponse, Status> {
+        if !req.conditions.is_empty() {
+            return Err(Status::invalid_argument(format!(
+                "keyspace \"{}\" is eventual: a batch there applies its operations without conditions \
+                 (conditions need the single order of writes of a strong keyspace)",
+                def.name
+            )));
+        }
+        let level = write_level(req.level)?;
+        let mut ops = Vec::with_capacity(req.ops.len());
+        for (i, o) in req.ops.into_iter().enumerate() {
+            let named = |s: Status| Status::new(s.code(), format!("operation {i}: {}", s.message()));
+            let (key, op) = match o.op {
+                Some(pb::op::Op::Put(p)) => {
+                    self.limits.value(&p.value).map_err(named)?;
+                    (p.key, Op::Put(p.value))
+                }
+                Some(pb::op::Op::Delete(d)) => (d.key, Op::Delete),
+                Some(pb::op::Op::Increment(n)) => (n.key, Op::Add(n.delta)),
+                None => return Err(Status::invalid_argument(format!("operation {i} is empty"))),
+            };
+            self.limits.key(&key).map_err(named)?;
+            ops.push((key, op));
+        }
+        let applied =
+            self.replication.replica().apply_all(&Self::space(def), &ops).await.map_err(convert::crdt_status)?;
+        let Some(last) = applied.last() else {
+            return Err(Status::invalid_argument("batch has no operations"));
+        };
+        let seqs: Vec<u64> = applied.iter().map(|a| a.seq).collect();
+        self.replication.wait_acks_all(&seqs, level, deadline).await?;
+        Ok(pb::BatchResponse {
+            succeeded: true,
+            revision: 0,
+            failed_conditions: Vec::new(),
+            hlc: Some(convert::hlc(last.ts)),
+        })
+    }
+
     pub(crate) async fn eventual_get(
         &self,
         def: &KeyspaceDef,

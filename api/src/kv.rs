@@ -246,13 +246,15 @@ impl Kv for KvService {
         let deadline = deadline::for_request(req.metadata(), self.node.request_timeout());
         let req = req.into_inner();
         let def = self.keyspace(&req.keyspace)?;
-        if def.mode == Mode::Eventual {
-            return Err(Status::invalid_argument(format!(
-                "keyspace \"{}\" is eventual; atomic conditional batches apply to strong keyspaces only",
-                def.name
-            )));
-        }
         self.limits.batch(req.ops.len(), req.conditions.len())?;
+        if def.mode == Mode::Eventual {
+            return Ok(Response::new(self.eventual_batch(&def, req, deadline).await?));
+        }
+        if req.level != 0 {
+            return Err(Status::invalid_argument(
+                "write levels apply to eventual keyspaces; a strong batch is acknowledged once a majority applied it",
+            ));
+        }
         let mut conditions = Vec::with_capacity(req.conditions.len());
         for (i, c) in req.conditions.into_iter().enumerate() {
             self.limits.key(&c.key).map_err(|s| Status::new(s.code(), format!("condition {i}: {}", s.message())))?;
@@ -270,6 +272,7 @@ impl Kv for KvService {
         }
         let outcome = self.batch_command(&def.name, conditions, ops, req.request_id, deadline).await?;
         Ok(self.answered(pb::BatchResponse {
+            hlc: None,
             succeeded: outcome.succeeded,
             revision: outcome.revision,
             failed_conditions: outcome.failed_conditions,

@@ -254,8 +254,10 @@ async fn eventual_requests_are_validated() {
     assert_eq!(code(client.get("default", "k", ReadOptions::quorum()).await.map(drop)), Code::InvalidArgument);
     assert_eq!(code(client.increment("default", "k", 1).await.map(drop)), Code::InvalidArgument);
     assert_eq!(code(client.put_with("default", "k", "v", WriteLevel::Quorum).await.map(drop)), Code::InvalidArgument);
-    let batch = client.batch(KS, [], [ledge_client::Op::put("k", "v")]).await;
-    assert_eq!(code(batch.map(drop)), Code::InvalidArgument);
+    let conditional = client.batch(KS, [ledge_client::Condition::absent("k")], [ledge_client::Op::put("k", "v")]).await;
+    assert_eq!(code(conditional.map(drop)), Code::InvalidArgument);
+    let counting = client.batch("default", [], [ledge_client::Op::increment("n", 1)]).await;
+    assert_eq!(code(counting.map(drop)), Code::InvalidArgument);
     // Sizes and names as for strong keyspaces.
     assert_eq!(code(client.put(KS, vec![b'k'; 5000], "v").await.map(drop)), Code::ResourceExhausted);
     assert_eq!(code(client.set_add(KS, "s", vec![0; (1 << 20) + 1]).await.map(drop)), Code::ResourceExhausted);
@@ -342,4 +344,30 @@ async fn a_set_grown_to_its_limit_is_refused_and_the_region_converges() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+/// A batch on an eventual keyspace applies its puts, deletes and increments together on the node
+/// that takes it, or none of them: an operation of the wrong type refuses the whole batch.
+#[tokio::test]
+async fn eventual_batches_apply_all_or_nothing() {
+    use ledge_client::Op;
+    let node = Node::start_single();
+    let client = node.wait_ready().await;
+    client.create_keyspace(KS, Mode::Eventual, Scope::Region).await.expect("create");
+    client.put(KS, "gone", "x").await.unwrap();
+    let ops = [Op::put("a", "1"), Op::increment("n", 5), Op::increment("n", 2), Op::delete("gone")];
+    let done = client.batch_with(KS, [], ops, WriteLevel::Quorum).await.expect("batch");
+    assert!(done.succeeded && done.hlc.is_some(), "{done:?}");
+    let read = |key: &'static str| {
+        let client = client.clone();
+        async move { client.get(KS, key, ReadOptions::one()).await.unwrap().kv }
+    };
+    assert_eq!(read("a").await.unwrap().value, b"1");
+    assert_eq!(read("n").await.unwrap().counter, Some(7));
+    assert!(read("gone").await.is_none());
+    // The increment of "a" (a register) is refused, and the put before it is not written.
+    let refused = client.batch(KS, [], [Op::put("b", "2"), Op::increment("a", 1)]).await.unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert!(refused.to_string().contains("operation 1"), "{refused}");
+    assert!(read("b").await.is_none(), "nothing of a refused batch is written");
 }

@@ -395,15 +395,43 @@ impl Client {
         conditions: impl IntoIterator<Item = Condition>,
         ops: impl IntoIterator<Item = Op>,
     ) -> Result<BatchResult> {
+        self.batch_at(keyspace, conditions, ops, None).await
+    }
+
+    /// [`Client::batch`] with a write level, for an eventual keyspace: there the batch takes no
+    /// conditions, may hold increments, applies atomically on the node that takes it, and
+    /// replies once `level` members hold it. A batch with increments is resent only when it
+    /// was certainly not applied (an eventual keyspace does not deduplicate retries).
+    pub async fn batch_with(
+        &self,
+        keyspace: &str,
+        conditions: impl IntoIterator<Item = Condition>,
+        ops: impl IntoIterator<Item = Op>,
+        level: WriteLevel,
+    ) -> Result<BatchResult> {
+        self.batch_at(keyspace, conditions, ops, Some(level)).await
+    }
+
+    async fn batch_at(
+        &self,
+        keyspace: &str,
+        conditions: impl IntoIterator<Item = Condition>,
+        ops: impl IntoIterator<Item = Op>,
+        level: Option<WriteLevel>,
+    ) -> Result<BatchResult> {
+        let ops: Vec<Op> = ops.into_iter().collect();
+        let counts = ops.iter().any(|op| matches!(op, Op::Increment { .. }));
         let request = pb::BatchRequest {
             keyspace: keyspace.to_owned(),
             conditions: conditions.into_iter().map(convert::condition).collect(),
             ops: ops.into_iter().map(convert::op).collect(),
             request_id: self.writes.next(),
+            level: convert::write_level(level),
         };
+        let kind = if counts { Kind::Write } else { Kind::IdempotentWrite };
         let reply = self
             .router
-            .call(Kind::IdempotentWrite, request, |channel, request| {
+            .call(kind, request, |channel, request| {
                 let mut kv = self.kv(channel);
                 async move { kv.batch(request).await }
             })

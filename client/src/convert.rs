@@ -92,6 +92,7 @@ pub(crate) fn op(op: Op) -> pb::Op {
     let op = match op {
         Op::Put { key, value } => pb::op::Op::Put(pb::PutOp { key, value }),
         Op::Delete { key } => pb::op::Op::Delete(pb::DeleteOp { key }),
+        Op::Increment { key, delta } => pb::op::Op::Increment(pb::IncrementOp { key, delta }),
     };
     pb::Op { op: Some(op) }
 }
@@ -183,7 +184,12 @@ pub(crate) fn scan_page(reply: pb::ScanResponse) -> ScanPage {
 }
 
 pub(crate) fn batch_result(reply: pb::BatchResponse) -> BatchResult {
-    BatchResult { succeeded: reply.succeeded, revision: reply.revision, failed_conditions: reply.failed_conditions }
+    BatchResult {
+        succeeded: reply.succeeded,
+        revision: reply.revision,
+        failed_conditions: reply.failed_conditions,
+        hlc: reply.hlc.map(hlc),
+    }
 }
 
 pub(crate) fn keyspace(keyspace: pb::Keyspace) -> Result<Keyspace> {

@@ -219,6 +219,13 @@ pub enum Op {
         /// The key deleted.
         key: Vec<u8>,
     },
+    /// Add `delta` to the counter `key` (eventual keyspaces only).
+    Increment {
+        /// The counter.
+        key: Vec<u8>,
+        /// What is added (negative subtracts).
+        delta: i64,
+    },
 }
 
 impl Op {
@@ -231,6 +238,11 @@ impl Op {
     pub fn delete(key: impl Into<Vec<u8>>) -> Op {
         Op::Delete { key: key.into() }
     }
+
+    /// Add `delta` to the counter `key` (eventual keyspaces only).
+    pub fn increment(key: impl Into<Vec<u8>>, delta: i64) -> Op {
+        Op::Increment { key: key.into(), delta }
+    }
 }
 
 /// The result of a batch.
@@ -242,6 +254,8 @@ pub struct BatchResult {
     pub revision: u64,
     /// Indexes into the batch's conditions of those that failed.
     pub failed_conditions: Vec<u32>,
+    /// On an eventual keyspace: the timestamp of the batch's last operation.
+    pub hlc: Option<Hlc>,
 }
 
 /// A keyspace's side of CAP.

@@ -44,6 +44,20 @@ pub enum Error {
     TooLarge(String),
 }
 
+impl Error {
+    /// The same error, its message prefixed with the index of the batch operation it came from.
+    pub fn in_operation(self, index: usize) -> Error {
+        let at = |m: String| format!("operation {index}: {m}");
+        match self {
+            Error::InvalidInput(m) => Error::InvalidInput(at(m)),
+            Error::TooLarge(m) => Error::TooLarge(at(m)),
+            Error::NotFound(m) => Error::NotFound(at(m)),
+            e @ Error::TypeMismatch { .. } => Error::InvalidInput(at(e.to_string())),
+            other => other,
+        }
+    }
+}
+
 impl From<ledge_store::Error> for Error {
     fn from(err: ledge_store::Error) -> Self {
         use ledge_store::Error as Store;

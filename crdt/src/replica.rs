@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
-use ledge_store::eventual::{Item, Put, Space, Write};
+use ledge_store::eventual::{Item, Put, Space, Updated, Write};
 use ledge_store::{Eventual, Mode, SpaceId, StateMachine};
 
 use crate::marks::Marks;
@@ -150,7 +150,6 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// The store write for an entry.
 /// The write of `entry`, folding `mark` into the durable HLC high-water mark: the timestamp the
 /// clock issued for a local write, or for a merge no more than the clock adopted, so a peer's
 /// timestamp refused for drift never reaches what a restart resumes from.
@@ -176,6 +175,27 @@ fn put_within(entry: &Entry, mark: Timestamp, limit: usize) -> Result<Write, Err
         collectable: entry.collectable().map(|ts| ts.to_bytes().to_vec()),
         mark: Some(mark.to_bytes().to_vec()),
     }))
+}
+
+/// A local operation on a key's stored state (`None`: the key is new), as a store write.
+fn apply_op(old: Option<&[u8]>, op: &Op, ts: Timestamp, limit: usize) -> Result<(Write, (Entry, bool)), Error> {
+    let (entry, existed) = match old {
+        Some(bytes) => {
+            let mut entry = Entry::from_bytes(bytes)?;
+            let existed = !entry.is_deleted();
+            entry.apply(op.clone(), ts)?;
+            (entry, existed)
+        }
+        None => (Entry::from_op(op.clone(), ts), false),
+    };
+    Ok((put_within(&entry, ts, limit)?, (entry, existed)))
+}
+
+/// What a committed local operation did.
+fn applied(ts: Timestamp, updated: Updated<(Entry, bool)>) -> Result<Applied, Error> {
+    let (entry, existed) = updated.value;
+    let seq = updated.seq.ok_or_else(|| Error::Storage("a write produced no change-log record".into()))?;
+    Ok(Applied { ts, seq, entry, existed })
 }
 
 impl Replica {
@@ -357,23 +377,30 @@ impl Replica {
         let in_flight = self.begin()?;
         let ts = in_flight.ts;
         let limit = self.inner.max_entry_bytes.load(Ordering::Relaxed);
-        let updated = self.inner.store.update(&space, key, true, |old| {
-            let (entry, existed) = match old {
-                Some(bytes) => {
-                    let mut entry = Entry::from_bytes(bytes)?;
-                    let existed = !entry.is_deleted();
-                    entry.apply(op.clone(), ts)?;
-                    (entry, existed)
-                }
-                None => (Entry::from_op(op.clone(), ts), false),
-            };
-            Ok::<_, Error>((put_within(&entry, ts, limit)?, (entry, existed)))
-        })?;
+        let updated = self.inner.store.update(&space, key, true, |old| apply_op(old, &op, ts, limit))?;
         drop(in_flight);
         self.flush().await?;
-        let (entry, existed) = updated.value;
-        let seq = updated.seq.ok_or_else(|| Error::Storage("a write produced no change-log record".into()))?;
-        Ok(Applied { ts, seq, entry, existed })
+        applied(ts, updated)
+    }
+
+    /// Applies local operations to keys of `space` atomically — all commit, or none does: the
+    /// first that fails (a type mismatch, an entry past the size limit) refuses the whole batch
+    /// with its error, naming its index — and waits until they are durable. Each operation gets
+    /// its own timestamp, in order; a key named twice sees the earlier operation.
+    pub async fn apply_all(&self, space: &SpaceId, ops: &[(Vec<u8>, Op)]) -> Result<Vec<Applied>, Error> {
+        let space = self.space(space)?;
+        let in_flight = ops.iter().map(|_| self.begin()).collect::<Result<Vec<_>, _>>()?;
+        let limit = self.inner.max_entry_bytes.load(Ordering::Relaxed);
+        let items: Vec<Item<'_>> = ops.iter().map(|(key, _)| Item { space: &space, key, local: true }).collect();
+        let updated = self
+            .inner
+            .store
+            .update_all(&items, |i, old| apply_op(old, &ops[i].1, in_flight[i].ts, limit).map_err(|e| (i, e)))?;
+        let updated = updated.map_err(|(i, e)| e.in_operation(i))?;
+        let stamps: Vec<Timestamp> = in_flight.iter().map(|f| f.ts).collect();
+        drop(in_flight);
+        self.flush().await?;
+        stamps.into_iter().zip(updated).map(|(ts, updated)| applied(ts, updated)).collect()
     }
 
     /// Merges a peer's encoded entry of `key` (not yet durable: call [`Replica::flush`]).

@@ -245,6 +245,7 @@ impl RegisterWorkload {
                         })),
                     }],
                     request_id: id,
+                    level: 0,
                 };
                 let reply = call(d, kv.batch(request(req, d))).await?;
                 Ok(RegisterRet::CasOk(reply.succeeded))

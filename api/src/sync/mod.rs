@@ -327,6 +327,13 @@ impl Replication {
     /// stored it durably ([`push::Held`]): a record the stream passed without the peer storing it
     /// never counts.
     pub async fn wait_acks(&self, seq: u64, level: WriteLevel, deadline: Instant) -> Result<(), Status> {
+        self.wait_acks_all(&[seq], level, deadline).await
+    }
+
+    /// [`Replication::wait_acks`] for the writes at every sequence in `seqs` (a batch): a peer
+    /// counts once it holds all of them.
+    pub async fn wait_acks_all(&self, seqs: &[u64], level: WriteLevel, deadline: Instant) -> Result<(), Status> {
+        let seq = seqs.iter().copied().max().unwrap_or(0);
         let (links, members) = self.member_links();
         let needed = level.needed(members);
         let mut stored = 1;
@@ -335,8 +342,8 @@ impl Replication {
             .map(|link| {
                 let mut acked = link.acked.subscribe();
                 async move {
-                    let held = acked.wait_for(|held| held.holds(seq) || held.cursor() >= seq).await;
-                    held.map(|held| held.holds(seq)).unwrap_or(false)
+                    let held = acked.wait_for(|held| held.cursor() >= seq).await;
+                    held.map(|held| seqs.iter().all(|s| held.holds(*s))).unwrap_or(false)
                 }
             })
             .collect();

@@ -59,6 +59,8 @@ const TRIMMED: &[u8] = b"changes_trimmed_upto";
 /// The greatest mark (HLC timestamp) of any committed write.
 const MARK: &[u8] = b"mark";
 const PARTS: [&str; 3] = ["data", "digests", "tombs"];
+/// Marks the abort of an atomic commit that one of its items refused.
+const REFUSED: &str = "an item of an atomic batch was refused";
 /// Prefix of each keyspace's collected watermark in `ev/meta`.
 const COLLECTED: &str = "collected/";
 
@@ -488,6 +490,34 @@ impl Eventual {
     where
         F: Fn(usize, Option<&[u8]>) -> Result<(Write, T), E>,
     {
+        self.commit(items, decide, false)
+    }
+
+    /// [`Eventual::update_batch`] where the items commit all together or not at all: the first
+    /// `decide` that fails aborts the transaction, and its error is returned (as `Ok(Err(e))`).
+    pub fn update_all<T, E, F>(&self, items: &[Item<'_>], decide: F) -> Result<Result<Vec<Updated<T>>, E>, Error>
+    where
+        F: Fn(usize, Option<&[u8]>) -> Result<(Write, T), E>,
+    {
+        match self.commit(items, decide, true) {
+            Ok(results) => {
+                let mut out = Vec::with_capacity(results.len());
+                for result in results {
+                    match result {
+                        Ok(updated) => out.push(updated),
+                        Err(e) => return Ok(Err(e)),
+                    }
+                }
+                Ok(Ok(out))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn commit<T, E, F>(&self, items: &[Item<'_>], decide: F, atomic: bool) -> Result<Vec<Result<Updated<T>, E>>, Error>
+    where
+        F: Fn(usize, Option<&[u8]>) -> Result<(Write, T), E>,
+    {
         let mut last = lock(&self.inner.commit)?;
         // Trees: the change log, the meta tree, then data, digests and tombs of each keyspace.
         let mut trees = vec![self.inner.changes.clone(), self.inner.meta.clone()];
@@ -505,8 +535,11 @@ impl Eventual {
             base.push(2 + 3 * index);
         }
         let dkeys: Vec<Vec<u8>> = items.iter().map(|item| digest_key(item.key)).collect();
+        // Atomic commits: the error that aborted the transaction.
+        let refused = std::cell::RefCell::new(None);
         let outcomes = trees
             .transaction(|t| {
+                refused.replace(None); // a retried attempt starts over
                 let (changes, meta) = (&t[0], &t[1]);
                 let mut seq = *last;
                 let mut outcomes = Vec::with_capacity(items.len());
@@ -514,6 +547,10 @@ impl Eventual {
                     let (data, digests, tombs) = (&t[base[i]], &t[base[i] + 1], &t[base[i] + 2]);
                     let old = data.get(item.key)?;
                     let (put, value) = match decide(i, old.as_deref()) {
+                        Err(e) if atomic => {
+                            refused.replace(Some(e));
+                            return Err(ConflictableTransactionError::Abort(Error::Io(REFUSED.into())));
+                        }
                         Err(e) => {
                             outcomes.push(Err(e));
                             continue;
@@ -552,7 +589,11 @@ impl Eventual {
                 }
                 Ok(outcomes)
             })
-            .map_err(tx_error::<Error>)?;
+            .map_err(tx_error::<Error>);
+        if let Some(e) = refused.into_inner() {
+            return Ok(vec![Err(e)]);
+        }
+        let outcomes = outcomes?;
         let mut results = Vec::with_capacity(outcomes.len());
         for (item, outcome) in items.iter().zip(outcomes) {
             results.push(match outcome {
