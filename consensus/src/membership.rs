@@ -115,6 +115,12 @@ impl Node {
     /// For a member that starts at a new address (a rescheduled pod, a changed `--advertise`):
     /// until the membership names this node at its address, asks the leader (the one it knows,
     /// or one its seeds name) to update it. The leader keeps dialling the old address until then.
+    /// Whether the applied membership names this node at another address than its own.
+    pub(crate) fn moved(&self) -> bool {
+        let known = self.state().membership().ok().and_then(|m| m.membership().get_node(&self.id()).cloned());
+        known.is_some_and(|node| node.addr != self.address())
+    }
+
     pub(crate) async fn readdress(self, seeds: Vec<String>) {
         let me =
             HelloRequest { node_id: self.id(), address: self.address().to_string(), region: self.region().to_string() };
