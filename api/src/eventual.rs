@@ -13,7 +13,8 @@
 //!
 //! Reads at `one` answer from the local replica; at `quorum` they merge a majority's states and
 //! repair the replicas that were behind. Every read carries the node's HLC and stable watermark
-//! as its as-of metadata. Scans read the local replica only.
+//! as its as-of metadata. Scans at `one` read the local replica; at `quorum` they merge the
+//! pages of a majority of replicas key by key.
 
 use tokio::time::Instant;
 use tonic::Status;
@@ -205,17 +206,25 @@ impl KvService {
         Ok(pb::GetResponse { kv, as_of: Some(self.eventual_as_of(replicas)?) })
     }
 
-    pub(crate) fn eventual_scan(
+    pub(crate) async fn eventual_scan(
         &self,
         def: &KeyspaceDef,
         req: pb::ScanRequest,
         range: ScanRange,
         limit: usize,
+        deadline: Instant,
     ) -> Result<pb::ScanResponse, Status> {
         if quorum_read(req.options)? {
-            return Err(Status::invalid_argument(
-                "scans of eventual keyspaces read the local replica: use consistency one (get takes quorum)",
-            ));
+            let scan =
+                self.replication.scan_quorum(&Self::space(def), range.start, range.end, limit + 1, deadline).await?;
+            let mut rows: Vec<_> =
+                scan.rows.into_iter().map(|(k, e)| (k.clone(), convert::eventual_kv(k, &e, req.keys_only))).collect();
+            let mut next_page_token = self.limits.page(&mut rows, limit, |(_, kv)| prost::Message::encoded_len(kv));
+            if let (true, Some(last)) = (next_page_token.is_empty(), scan.complete_to) {
+                next_page_token = crate::limits::page_token(&last);
+            }
+            let kvs = rows.into_iter().map(|(_, kv)| kv).collect();
+            return Ok(pb::ScanResponse { kvs, next_page_token, as_of: Some(self.eventual_as_of(scan.replicas)?) });
         }
         let replica = self.replication.replica();
         let (rows, walked_to) = replica

@@ -227,7 +227,7 @@ impl Kv for KvService {
         let limit = self.limits.scan_limit(req.limit)?;
         let range = self.scan_range(&req)?;
         if def.mode == Mode::Eventual {
-            return Ok(Response::new(self.eventual_scan(&def, req, range, limit)?));
+            return Ok(Response::new(self.eventual_scan(&def, req, range, limit, deadline).await?));
         }
         let as_of = read::prepare(&self.node, req.options, deadline).await?;
         // One extra entry tells whether another page follows.

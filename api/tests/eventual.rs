@@ -371,3 +371,63 @@ async fn eventual_batches_apply_all_or_nothing() {
     assert!(refused.to_string().contains("operation 1"), "{refused}");
     assert!(read("b").await.is_none(), "nothing of a refused batch is written");
 }
+
+/// `scan` at consistency `quorum` merges a majority's pages key by key: it pages through the
+/// range, leaves deleted keys out, goes on with one member stopped, and is refused without a
+/// majority; the command line takes `--consistency quorum` for scans too.
+#[tokio::test]
+async fn quorum_scans_merge_a_majority_and_page() {
+    let region = region().await;
+    let client = region.client().await;
+    for i in 0..50 {
+        client.put_with(KS, format!("q/{i:02}"), "v", WriteLevel::All).await.expect("put");
+    }
+    for i in (0..50).step_by(5) {
+        client.delete_with(KS, format!("q/{i:02}"), WriteLevel::All).await.expect("delete");
+    }
+    let scan_all = |client: Client| async move {
+        let mut keys = Vec::new();
+        let mut token = String::new();
+        loop {
+            let options =
+                ScanOptions::new(KS).prefix("q/").limit(15).page_token(token.clone()).read(ReadOptions::quorum());
+            let page = client.scan(options).await?;
+            assert!(page.as_of.replicas >= 2, "{:?}", page.as_of);
+            keys.extend(page.kvs.into_iter().map(|kv| String::from_utf8(kv.key).unwrap()));
+            match page.next_page_token {
+                Some(next) => token = next,
+                None => return Ok::<_, ledge_client::Error>(keys),
+            }
+        }
+    };
+    let expected: Vec<String> = (0..50).filter(|i| i % 5 != 0).map(|i| format!("q/{i:02}")).collect();
+    assert_eq!(scan_all(client.clone()).await.unwrap(), expected);
+    let out = region.nodes[0].cli(&[
+        "--output",
+        "json",
+        "kv",
+        "scan",
+        "--prefix",
+        "q/",
+        "--keyspace",
+        KS,
+        "--consistency",
+        "quorum",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), expected.len());
+
+    region.nodes[2].signal("STOP");
+    let first = Client::builder()
+        .endpoint(region.nodes[0].addr.clone())
+        .timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(scan_all(first.clone()).await.unwrap(), expected);
+    region.nodes[1].signal("STOP");
+    let refused = scan_all(first).await.unwrap_err();
+    assert_eq!(refused.code(), Code::Unavailable, "{refused}");
+    region.nodes[1].signal("CONT");
+    region.nodes[2].signal("CONT");
+}

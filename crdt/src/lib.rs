@@ -103,6 +103,8 @@ pub use error::Error;
 pub use hlc::{Clock, DriftError, Hlc, ManualClock, SystemClock, Timestamp, DEFAULT_MAX_DRIFT};
 pub use ledge_store::SpaceId;
 pub use lww::Lww;
-pub use replica::{Applied, Merged, Replica, ReplicaStatus, DEFAULT_MAX_ENTRY_BYTES, MERGE_CHUNK, SCAN_WALK};
+pub use replica::{
+    Applied, Merged, RangePage, Replica, ReplicaStatus, ScanPage, DEFAULT_MAX_ENTRY_BYTES, MERGE_CHUNK, SCAN_WALK,
+};
 pub use set::Set;
 pub use value::{Digest, Kind, Op, Read, Value};

@@ -114,6 +114,9 @@ pub const DEFAULT_MAX_ENTRY_BYTES: usize = 4 << 20;
 /// the walk stopped early.
 pub type ScanPage = (Vec<(Vec<u8>, Entry)>, Option<Vec<u8>>);
 
+/// Stored states of a key range in key order, and whether the range holds more after them.
+pub type RangePage = (Vec<(Vec<u8>, Vec<u8>)>, bool);
+
 /// Most peers' states merged in one transaction.
 pub const MERGE_CHUNK: usize = 64;
 
@@ -542,6 +545,28 @@ impl Replica {
             }
         }
         Ok((out, None))
+    }
+
+    /// The stored states (deleted ones included) of a key range, in key order: at most `limit`,
+    /// stopping once they hold `max_bytes`; `true` when the range holds more after them.
+    pub fn range_states(
+        &self,
+        space: &SpaceId,
+        start: Bound<Vec<u8>>,
+        end: Option<Vec<u8>>,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<RangePage, Error> {
+        let (mut out, mut bytes) = (Vec::new(), 0);
+        for item in self.space(space)?.range(start, end) {
+            if out.len() >= limit || bytes >= max_bytes {
+                return Ok((out, true));
+            }
+            let (key, state) = item?;
+            bytes += key.len() + state.len();
+            out.push((key, state));
+        }
+        Ok((out, false))
     }
 
     /// Every write in the region up to the result has been merged here.

@@ -105,6 +105,18 @@ pub enum Request {
         /// Keys.
         keys: Vec<Vec<u8>>,
     },
+    /// The stored states (deleted ones included) of a key range, in key order: at most `limit`
+    /// and about [`MAX_BATCH_BYTES`] of them (a quorum scan's page).
+    Range {
+        /// The keyspace.
+        space: SpaceId,
+        /// Where the range starts.
+        start: std::ops::Bound<Vec<u8>>,
+        /// Where it ends (exclusive; `None`: no bound).
+        end: Option<Vec<u8>>,
+        /// Most states.
+        limit: u32,
+    },
     /// Merge these states, then reply once they are durable.
     Merge {
         /// States to merge.
@@ -139,6 +151,14 @@ pub enum Response {
     },
     /// The answer to `Fetch`: a prefix of the requested keys with their states (`None`: absent).
     States(Vec<(Vec<u8>, Option<Vec<u8>>)>),
+    /// The answer to `Range`: the first states of the range; `more` when it was cut short,
+    /// so that only keys up to the last one here are known complete.
+    Range {
+        /// Keys and states, in key order.
+        states: Vec<(Vec<u8>, Vec<u8>)>,
+        /// Whether the range holds more after them.
+        more: bool,
+    },
     /// The answer to `Merge`, once what was stored is durable: how many states were merged and
     /// which were not (their keyspace was dropped here, they did not decode, or they were late
     /// copies of states collected here).
@@ -250,6 +270,12 @@ impl Replica {
                     covered += 1;
                 }
                 Ok(Response::Keys { keys, covered })
+            }
+            Request::Range { space, start, end, limit } => {
+                let limit = limit.min(crate::replica::SCAN_WALK as u32) as usize;
+                self.known(&space)?;
+                let (states, more) = self.range_states(&space, start, end, limit, MAX_BATCH_BYTES)?;
+                Ok(Response::Range { states, more })
             }
             Request::Fetch { space, keys } => {
                 limit("keys", keys.len(), 4 * KEYS_PER_FETCH)?;

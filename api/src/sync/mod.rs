@@ -99,6 +99,18 @@ pub struct QuorumRead {
     pub replicas: u32,
 }
 
+/// A merged scan page from a majority of replicas.
+#[derive(Debug, Clone)]
+pub struct QuorumScan {
+    /// Present keys in order, each with its merged entry.
+    pub rows: Vec<(Vec<u8>, Entry)>,
+    /// When an answer was cut short: the last key every answer covered; a next page starts
+    /// after it.
+    pub complete_to: Option<Vec<u8>>,
+    /// How many replicas' answers were merged.
+    pub replicas: u32,
+}
+
 /// The replication machinery of one node. Cheap to clone.
 #[derive(Clone)]
 pub struct Replication {
@@ -418,6 +430,79 @@ impl Replication {
             self.repair(space, key, merged, local.as_ref().map(Entry::digest), answered)?;
         }
         Ok(QuorumRead { entry: merged, replicas: u32::try_from(replicas).unwrap_or(u32::MAX) })
+    }
+
+    /// Scans a key range on a majority of the members (this one included) and merges their
+    /// states key by key: at most `limit` stored states per replica, so a page may hold fewer
+    /// present keys than that. Returns the present keys in order and, when a replica's answer
+    /// was cut short, the last key known complete on every answer (a next page starts after
+    /// it), with how many replicas were merged.
+    pub async fn scan_quorum(
+        &self,
+        space: &SpaceId,
+        start: std::ops::Bound<Vec<u8>>,
+        end: Option<Vec<u8>>,
+        limit: usize,
+        deadline: Instant,
+    ) -> Result<QuorumScan, Status> {
+        let replica = &self.inner.replica;
+        let (links, members) = self.member_links();
+        let needed = members / 2 + 1;
+        let limit = limit.min(ledge_crdt::SCAN_WALK);
+        let local = replica
+            .range_states(space, start.clone(), end.clone(), limit, ledge_crdt::sync::MAX_BATCH_BYTES)
+            .map_err(convert::crdt_status)?;
+        let mut answers = vec![local];
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        let mut scans: FuturesUnordered<_> = links
+            .into_iter()
+            .map(|link| {
+                let request = Request::Range {
+                    space: space.clone(),
+                    start: start.clone(),
+                    end: end.clone(),
+                    limit: u32::try_from(limit).unwrap_or(u32::MAX),
+                };
+                async move { link.remote.with_timeout(timeout).call(request).await }
+            })
+            .collect();
+        while answers.len() < needed {
+            match tokio::time::timeout_at(deadline, scans.next()).await {
+                Ok(Some(Ok(Response::Range { states, more }))) => answers.push((states, more)),
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+        if answers.len() < needed {
+            return Err(Status::unavailable(format!(
+                "quorum scan reached {} of {members} replicas within the deadline; {needed} are needed",
+                answers.len()
+            )));
+        }
+        // Keys up to the least last key of the answers that were cut short are complete in all.
+        let complete_to = answers
+            .iter()
+            .filter(|(_, more)| *more)
+            .filter_map(|(states, _)| states.last())
+            .map(|(k, _)| k.clone())
+            .min();
+        let mut merged: BTreeMap<Vec<u8>, Entry> = BTreeMap::new();
+        for (states, _) in &answers {
+            for (key, state) in states {
+                if complete_to.as_ref().is_some_and(|last| key > last) {
+                    break;
+                }
+                let Ok(theirs) = Entry::from_bytes(state) else { continue };
+                match merged.get_mut(key) {
+                    Some(ours) => ours.merge(&theirs),
+                    None => {
+                        merged.insert(key.clone(), theirs);
+                    }
+                }
+            }
+        }
+        let rows = merged.into_iter().filter(|(_, entry)| !entry.is_deleted()).collect();
+        Ok(QuorumScan { rows, complete_to, replicas: u32::try_from(answers.len()).unwrap_or(u32::MAX) })
     }
 
     /// Writes a quorum read's merged state to the replicas that were behind (peers in the

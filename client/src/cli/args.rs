@@ -143,6 +143,16 @@ pub enum KvCommand {
         /// The keyspace.
         #[arg(long, default_value = "default")]
         keyspace: String,
+        /// How the scan is served; default: the keyspace's (linearizable for strong ones, the
+        /// local replica for eventual ones; `quorum` merges a majority's pages).
+        #[arg(long, value_enum)]
+        consistency: Option<ConsistencyArg>,
+        /// Refuse the scan if the replica is further behind than this (e.g. 500ms, 2s, 1m).
+        #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+        max_staleness: Option<Duration>,
+        /// Session read: wait until the replica has applied this revision.
+        #[arg(long, value_name = "REV")]
+        min_revision: Option<u64>,
     },
     /// Print changes as they happen, until interrupted. Without KEY or --prefix, watches the
     /// whole keyspace.
