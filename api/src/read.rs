@@ -2,8 +2,8 @@
 //!
 //! - `linearizable` (the default for strong keyspaces): the leader confirms its leadership with a
 //!   quorum and the local state machine catches up to the commit point before the read
-//!   ([`Node::read_barrier`]); a node that is not the leader refuses with `Unavailable` and a
-//!   leader hint.
+//!   ([`Node::read_barrier`]); a follower gets that read index from the leader and waits until
+//!   it has applied it; without a reachable leader the read is `Unavailable` with a leader hint.
 //! - `stale`: the local replica answers at once, after waiting for `min_revision` if one is given
 //!   (a session read), and refuses if it is further behind than `max_staleness`.
 

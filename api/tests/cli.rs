@@ -1,4 +1,4 @@
-//! The `ledge` CLI against a real `ledged`: the command line of DESIGN.md, its JSON output, its
+//! The `ledge` CLI against a real `ledged`: the command line of docs/client.md, its JSON output, its
 //! errors, and durability of what it was told was written across SIGKILL.
 
 mod common;

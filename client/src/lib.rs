@@ -41,7 +41,7 @@
 //! [`ReadOptions::stale`] optionally bounded by [`ReadOptions::max_staleness`], and
 //! [`ReadOptions::session`] to read one's own writes on any replica; eventual keyspaces take
 //! [`ReadOptions::one`] or [`ReadOptions::quorum`]. Writes to eventual keyspaces take a
-//! [`WriteLevel`] through the `*_with` methods. See DESIGN.md, "Consistency levels".
+//! [`WriteLevel`] through the `*_with` methods. See docs/api.md ("Kv") and docs/eventual.md ("Write and read levels").
 //!
 //! # Eventual keyspaces
 //!

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-/// How a read is served (see DESIGN.md, "Consistency levels").
+/// How a read is served (see docs/api.md, "Kv", and docs/eventual.md, "Write and read levels").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Consistency {
     /// Strong keyspaces: the leader confirms its leadership with a quorum, then reads.

@@ -1,5 +1,5 @@
 //! The `ledge` binary's usage contract, without a server: its help names the command groups of
-//! DESIGN.md, and a malformed command line is a usage error (exit 2), not a panic. (Having this
+//! docs/client.md, and a malformed command line is a usage error (exit 2), not a panic. (Having this
 //! test also makes `cargo test --workspace` build the `ledge` binary that the server's
 //! integration tests drive.)
 

@@ -1,4 +1,4 @@
-//! The command line, as clap types. DESIGN.md ("Command line") is the contract: scripts and
+//! The command line, as clap types. docs/client.md ("CLI") is the contract: scripts and
 //! tests depend on these names, so change them only together with it.
 
 use std::time::Duration;

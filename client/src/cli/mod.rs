@@ -1,6 +1,6 @@
 //! The `ledge` command-line tool.
 //!
-//! The commands and flags are a contract (DESIGN.md, "Command line"): scripts and tests parse
+//! The commands and flags are a contract (docs/client.md, "CLI"): scripts and tests parse
 //! the output, so each command prints exactly one thing per result. A run goes:
 //!
 //! 1. clap parses the arguments (`args.rs`); a usage error exits with status 2.

@@ -3,7 +3,7 @@
 //!
 //! This module knows nothing of CRDTs: a key's state is opaque bytes with a 16-byte digest that
 //! the layer above (`ledge-crdt`) computes. What it guarantees is the one-transaction rule of
-//! DESIGN.md: a write's new state, its digest-index entry, its tombstone-index entry and its
+//! docs/eventual.md: a write's new state, its digest-index entry, its tombstone-index entry and its
 //! change-log record commit together, so a crash never leaves the digest index (and with it
 //! anti-entropy) or the change log (and with it the push streams) out of step with the data.
 //!
