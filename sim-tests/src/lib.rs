@@ -25,7 +25,7 @@
 //! the same simulated times ([`Report::digest`] fingerprints it). That takes every source of
 //! nondeterminism in the simulator's hands: turmoil seeds each host's tokio runtime (the workspace
 //! builds with `--cfg tokio_unstable` for that), sled flushes run on the simulation's thread
-//! ([`ledge_store::set_inline_flush`]), and clocks and randomness come from the seed.
+//! (`FlushPolicy::Inline` in each node's `Environment`), and clocks and randomness come from the seed.
 //!
 //! Users run their own workloads by implementing [`Workload`] (see `docs/simulation.md`).
 

@@ -160,9 +160,6 @@ impl<'a> World<'a> {
     /// Builds the world: hosts for every node (sled data in a temp dir that survives crashes),
     /// the monitor, and the schedule. Workload clients are added by the caller.
     pub fn build(opts: &WorldOptions) -> Result<World<'a>, String> {
-        // Every host runs on this thread: a flush on another thread would end after a real-time
-        // delay that lands on a different simulated tick in every run.
-        ledge_store::set_inline_flush(true);
         let mut rng = StdRng::seed_from_u64(opts.seed);
         let data = data_dir().map_err(|e| format!("temp dir: {e}"))?;
         let end = opts.fault_phase + opts.heal_phase;

@@ -58,7 +58,7 @@ pub use command::{
     Request, RequestId, Response, Scope, SnapshotMeta, StorageError, StoredMembership, TypeConfig, Versioned,
     DEFAULT_KEYSPACE,
 };
-pub use durable::{flush, set_inline_flush, Disk};
+pub use durable::Disk;
 pub use error::Error;
 pub use eventual::{Eventual, SpaceId};
 pub use feed::Fed;
@@ -100,7 +100,7 @@ pub fn open_with(dir: &Path, opts: StoreOptions) -> Result<(sled::Db, Log, State
         config = config.cache_capacity(cache_bytes);
     }
     let db = config.open()?;
-    let disk = Disk::open(db.clone(), &dir.join("db"))?;
+    let disk = Disk::open(db.clone(), &dir.join("db"), log.flush)?;
     let log = Log::open(&dir.join("raft"), log)?.flush_before_purge(disk.clone());
     let sm = StateMachine::open_on(&disk, &dir.join("snapshots"))?;
     Ok((db, log, sm))
