@@ -13,8 +13,8 @@
 #   - get:        Ledge linearizable get vs etcd default (linearizable) get
 #   - stale get:  Ledge stale get vs etcd serializable get, every connection pinned to one
 #                 member round-robin, so all three replicas serve reads
-#   - eventual:   Ledge put to an eventual keyspace (level one) vs the same etcd put numbers
-#                 (etcd has no eventual writes)
+#   - eventual:   Ledge put to an eventual keyspace at level one, and at level quorum, vs the
+#                 same etcd put numbers (etcd has no eventual writes)
 #   - CPU-seconds per 10,000 puts: user+sys time of a system's three server processes
 #     (/proc/PID/stat utime+stime) across a dedicated run of CPU_PUTS (default 20,000)
 #     acknowledged puts at 64 clients, divided by the puts, times 10,000.
@@ -195,6 +195,9 @@ write_report() {
     table "Ledge eventual put (level one) vs etcd put" \
       "etcd has no eventual writes: its column repeats the etcd put run above." \
       "$work/results/ledge-eventual-put.jsonl" "$work/results/etcd-put.jsonl"
+    table "Ledge eventual put (level quorum) vs etcd put" \
+      "Acknowledged once a majority of the region holds the write durably; etcd's column repeats its put run." \
+      "$work/results/ledge-eventual-quorum-put.jsonl" "$work/results/etcd-put.jsonl"
     printf '\n## CPU-seconds per 10,000 puts\n\n'
     echo "User+sys CPU of the three server processes across $cpu_puts acknowledged puts at $cpu_clients"
     echo "clients (strong keyspace for Ledge), per 10,000 puts. Ratio is Ledge over etcd (above 1:"
@@ -238,6 +241,7 @@ run_levels etcd-get etcd "$etcd_eps" --op get --preload "$preload"
 run_levels ledge-stale-get ledge "$ledge_eps" --op stale-get --preload "$preload"
 run_levels etcd-stale-get etcd "$etcd_eps" --op stale-get --preload "$preload"
 run_levels ledge-eventual-put ledge "$ledge_eps" --op put --keyspace "$eventual_keyspace"
+run_levels ledge-eventual-quorum-put ledge "$ledge_eps" --op put --keyspace "$eventual_keyspace" --level quorum
 cpu_per_10k ledge_cpu ledge-cpu ledge "$ledge_eps" "$work/ledge" n ledged
 cpu_per_10k etcd_cpu etcd-cpu etcd "$etcd_eps" "$work/etcd" m etcd
 

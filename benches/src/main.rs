@@ -87,6 +87,10 @@ struct Args {
     /// Keyspace to use (Ledge only; etcd has one flat keyspace).
     #[arg(long, default_value = "default")]
     keyspace: String,
+    /// Write level of puts to an eventual keyspace: one, quorum or all (Ledge only; default:
+    /// the keyspace's, `one`).
+    #[arg(long, value_parser = parse_level)]
+    level: Option<ledge_client::WriteLevel>,
     /// gRPC connections shared by the clients (0: one per client, at most 16). For `stale-get`
     /// connection i is pinned to endpoint i mod (number of endpoints).
     #[arg(long, default_value_t = 0)]
@@ -188,7 +192,9 @@ async fn preload(args: &Args) -> anyhow::Result<Arc<Vec<Vec<u8>>>> {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(key) = keys.get(i) else { return anyhow::Ok(()) };
                 let value = random_bytes(&mut rng, value_size);
-                conn.put(&keyspace, key.clone(), value).await.map_err(|e| e.context(format!("preload put {i}")))?;
+                conn.put(&keyspace, key.clone(), value, None)
+                    .await
+                    .map_err(|e| e.context(format!("preload put {i}")))?;
             }
         }));
     }
@@ -226,7 +232,7 @@ async fn run_level(args: &Args, clients: usize, keys: &Arc<Vec<Vec<u8>>>) -> any
     for c in 0..clients {
         let mut conn = pool[c % connections].clone();
         let (limits, keyspace, keys) = (limits.clone(), keyspace.clone(), keys.clone());
-        let (op, key_size, value_size) = (args.op, args.key_size, args.value_size);
+        let (op, key_size, value_size, level) = (args.op, args.key_size, args.value_size, args.level);
         let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed.wrapping_add(c as u64));
         tasks.push(tokio::spawn(async move {
             let mut latency = new_histogram();
@@ -242,7 +248,7 @@ async fn run_level(args: &Args, clients: usize, keys: &Arc<Vec<Vec<u8>>>) -> any
                 let result = if op.is_read() {
                     conn.get(&keyspace, key, op).await
                 } else {
-                    conn.put(&keyspace, key, value).await.map(|()| true)
+                    conn.put(&keyspace, key, value, level).await.map(|()| true)
                 };
                 match result {
                     Ok(found) => {
@@ -327,4 +333,13 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn parse_level(text: &str) -> Result<ledge_client::WriteLevel, String> {
+    match text {
+        "one" => Ok(ledge_client::WriteLevel::One),
+        "quorum" => Ok(ledge_client::WriteLevel::Quorum),
+        "all" => Ok(ledge_client::WriteLevel::All),
+        other => Err(format!("unknown write level {other:?}: use one, quorum or all")),
+    }
 }

@@ -110,11 +110,23 @@ impl Conn {
     }
 
     /// Writes `value` to `key` and waits for the target's acknowledgement.
-    pub async fn put(&mut self, keyspace: &str, key: Vec<u8>, value: Vec<u8>) -> anyhow::Result<()> {
+    /// Writes `key`; on Ledge at write `level` when one is given (eventual keyspaces).
+    pub async fn put(
+        &mut self,
+        keyspace: &str,
+        key: Vec<u8>,
+        value: Vec<u8>,
+        level: Option<ledge_client::WriteLevel>,
+    ) -> anyhow::Result<()> {
         match self {
-            Conn::Ledge(client) => {
-                client.put(keyspace, key, value).await?;
-            }
+            Conn::Ledge(client) => match level {
+                Some(level) => {
+                    client.put_with(keyspace, key, value, level).await?;
+                }
+                None => {
+                    client.put(keyspace, key, value).await?;
+                }
+            },
             // etcd has one flat keyspace; `--keyspace` is Ledge-only.
             #[cfg(feature = "etcd")]
             Conn::Etcd(kv) => {
