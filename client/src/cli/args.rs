@@ -71,15 +71,9 @@ pub enum KvCommand {
         /// The keyspace.
         #[arg(long, default_value = "default")]
         keyspace: String,
-        /// How the read is served; default: the keyspace's (linearizable for strong ones).
-        #[arg(long, value_enum)]
-        consistency: Option<ConsistencyArg>,
-        /// Refuse the read if the replica is further behind than this (e.g. 500ms, 2s, 1m).
-        #[arg(long, value_name = "DUR", value_parser = parse_duration)]
-        max_staleness: Option<Duration>,
-        /// Session read: wait until the replica has applied this revision.
-        #[arg(long, value_name = "REV")]
-        min_revision: Option<u64>,
+        /// How the read is served.
+        #[command(flatten)]
+        read: ReadArgs,
     },
     /// Delete a key.
     Del {
@@ -143,16 +137,9 @@ pub enum KvCommand {
         /// The keyspace.
         #[arg(long, default_value = "default")]
         keyspace: String,
-        /// How the scan is served; default: the keyspace's (linearizable for strong ones, the
-        /// local replica for eventual ones; `quorum` merges a majority's pages).
-        #[arg(long, value_enum)]
-        consistency: Option<ConsistencyArg>,
-        /// Refuse the scan if the replica is further behind than this (e.g. 500ms, 2s, 1m).
-        #[arg(long, value_name = "DUR", value_parser = parse_duration)]
-        max_staleness: Option<Duration>,
-        /// Session read: wait until the replica has applied this revision.
-        #[arg(long, value_name = "REV")]
-        min_revision: Option<u64>,
+        /// How the scan is served (`quorum` on an eventual keyspace merges a majority's pages).
+        #[command(flatten)]
+        read: ReadArgs,
     },
     /// Print changes as they happen, until interrupted. Without KEY or --prefix, watches the
     /// whole keyspace.
@@ -171,6 +158,21 @@ pub enum KvCommand {
         #[arg(long, default_value = "default")]
         keyspace: String,
     },
+}
+
+/// How a read (`kv get`, `kv scan`) is served.
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
+pub struct ReadArgs {
+    /// How the read is served; default: the keyspace's (linearizable for strong ones, the local
+    /// replica for eventual ones).
+    #[arg(long, value_enum)]
+    pub consistency: Option<ConsistencyArg>,
+    /// Refuse the read if the replica is further behind than this (e.g. 500ms, 2s, 1m).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub max_staleness: Option<Duration>,
+    /// Session read: wait until the replica has applied this revision.
+    #[arg(long, value_name = "REV")]
+    pub min_revision: Option<u64>,
 }
 
 /// `ledge keyspace ...`
@@ -307,9 +309,9 @@ mod tests {
         assert_eq!(cli.endpoints, vec!["a:1", "b:2"]);
         assert_eq!(cli.output, Output::Json);
         match cli.command {
-            Command::Kv(KvCommand::Get { key, keyspace, consistency, max_staleness, min_revision }) => {
+            Command::Kv(KvCommand::Get { key, keyspace, read }) => {
                 assert_eq!((key.as_str(), keyspace.as_str()), ("k", "default"));
-                assert_eq!((consistency, max_staleness, min_revision), (None, None, None));
+                assert_eq!((read.consistency, read.max_staleness, read.min_revision), (None, None, None));
             }
             other => panic!("parsed as {other:?}"),
         }
@@ -332,7 +334,11 @@ mod tests {
         ])
         .unwrap();
         match cli.command {
-            Command::Kv(KvCommand::Get { keyspace, consistency, max_staleness, min_revision, .. }) => {
+            Command::Kv(KvCommand::Get {
+                keyspace,
+                read: ReadArgs { consistency, max_staleness, min_revision },
+                ..
+            }) => {
                 assert_eq!(keyspace, "ks");
                 assert_eq!(consistency, Some(ConsistencyArg::Stale));
                 assert_eq!(max_staleness, Some(Duration::from_millis(500)));

@@ -8,7 +8,7 @@ use ledge_client::{Client, Code, Error, KeyValue, ReadOptions, ScanOptions, Watc
 use serde::Serialize;
 
 use super::{
-    args::{ClusterCommand, Command, ConsistencyArg, KeyspaceCommand, KvCommand, Output},
+    args::{ClusterCommand, Command, KeyspaceCommand, KvCommand, Output, ReadArgs},
     render,
 };
 
@@ -124,8 +124,8 @@ async fn kv<W: Write>(client: &Client, command: KvCommand, printer: &mut Printer
             let key = key.as_bytes();
             printer.one(|| render::json::put(key, &put), || render::table::put(key, &put))?;
         }
-        KvCommand::Get { key, keyspace, consistency, max_staleness, min_revision } => {
-            let options = read_options(consistency, max_staleness, min_revision);
+        KvCommand::Get { key, keyspace, read } => {
+            let options = read_options(read);
             let got = client.get(&keyspace, key.as_bytes(), options).await?;
             let Some(kv) = got.kv else {
                 let message = format!("key {key:?} not found in keyspace {keyspace:?}");
@@ -166,8 +166,8 @@ async fn kv<W: Write>(client: &Client, command: KvCommand, printer: &mut Printer
             };
             printer.one(|| render::json::set(k, m, &removed), || render::table::set(k, m, &removed))?;
         }
-        KvCommand::Scan { prefix, limit, keyspace, consistency, max_staleness, min_revision } => {
-            let read = read_options(consistency, max_staleness, min_revision);
+        KvCommand::Scan { prefix, limit, keyspace, read } => {
+            let read = read_options(read);
             let options = ScanOptions::new(keyspace).prefix(prefix.unwrap_or_default()).read(read);
             let kvs = scan(client, options, limit).await?;
             printer.many(&kvs, render::json::kv, render::table::scan)?;
@@ -185,11 +185,8 @@ async fn kv<W: Write>(client: &Client, command: KvCommand, printer: &mut Printer
 
 /// The read options of `kv get` and `kv scan`. A staleness bound or a session revision only
 /// makes sense for a stale read, so either one selects `stale` unless a consistency is named.
-fn read_options(
-    consistency: Option<ConsistencyArg>,
-    max_staleness: Option<std::time::Duration>,
-    min_revision: Option<u64>,
-) -> ReadOptions {
+fn read_options(read: ReadArgs) -> ReadOptions {
+    let ReadArgs { consistency, max_staleness, min_revision } = read;
     let consistency = consistency
         .map(Into::into)
         .or_else(|| (max_staleness.is_some() || min_revision.is_some()).then_some(ledge_client::Consistency::Stale));
