@@ -431,3 +431,40 @@ async fn quorum_scans_merge_a_majority_and_page() {
     region.nodes[1].signal("CONT");
     region.nodes[2].signal("CONT");
 }
+
+/// A peer's state stamped an hour ahead is merged but its timestamp is refused; after a restart
+/// the node's clock has not resumed from it (its next write is stamped now, not an hour ahead)
+/// and the same timestamp is refused again.
+#[tokio::test]
+async fn a_restarted_node_still_refuses_far_future_timestamps() {
+    use ledge_crdt::sync::{Request as SyncRequest, Shipped};
+    use ledge_crdt::{Entry, Op, SpaceId, Timestamp};
+    use ledge_proto::v1::{sync_client::SyncClient, SyncMessage};
+
+    let mut node = Node::start_single();
+    let client = node.wait_ready().await;
+    client.create_keyspace(KS, Mode::Eventual, Scope::Region).await.expect("create");
+    let created = client.list_keyspaces().await.unwrap().into_iter().find(|k| k.name == KS).unwrap().created_revision;
+    let id = node.raw_status().await.unwrap().node_id;
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let future = Timestamp::new(now_ms + 3_600_000, 0, 999);
+    let state = Entry::from_op(Op::Put(b"later".to_vec()), future).to_bytes().unwrap();
+    let shipped = Shipped { space: SpaceId::new(KS, created), key: b"k".to_vec(), state };
+    let payload = bincode::serialize(&SyncRequest::Merge { entries: vec![shipped] }).unwrap();
+    let send = |addr: String, payload: Vec<u8>| async move {
+        let mut sync = SyncClient::connect(format!("http://{addr}")).await.unwrap();
+        sync.call(SyncMessage { from: 999, target: id, payload }).await.expect("merge");
+    };
+    send(node.addr.clone(), payload.clone()).await;
+    assert_eq!(node.raw_status().await.unwrap().clock_drift_rejections, 1);
+
+    assert!(node.terminate());
+    node.spawn();
+    let client = node.wait_ready().await;
+    let put = client.put(KS, "own", "v").await.unwrap().hlc.unwrap();
+    assert!(put.physical_ms < now_ms + 60_000, "the clock resumed from the refused timestamp: {put:?}");
+    send(node.addr.clone(), payload).await;
+    assert_eq!(node.raw_status().await.unwrap().clock_drift_rejections, 1, "refused again after the restart");
+    let read = client.get(KS, "k", ReadOptions::one()).await.unwrap().kv.unwrap();
+    assert_eq!(read.value, b"later");
+}
