@@ -214,32 +214,30 @@ impl KvService {
         limit: usize,
         deadline: Instant,
     ) -> Result<pb::ScanResponse, Status> {
-        if quorum_read(req.options)? {
+        // The present keys, where a cut-short page goes on (the last key walked, or the last
+        // one every replica's answer covered), and how many replicas were merged.
+        let (rows, resume_after, replicas) = if quorum_read(req.options)? {
             let scan =
                 self.replication.scan_quorum(&Self::space(def), range.start, range.end, limit + 1, deadline).await?;
-            let mut rows: Vec<_> =
-                scan.rows.into_iter().map(|(k, e)| (k.clone(), convert::eventual_kv(k, &e, req.keys_only))).collect();
-            let mut next_page_token = self.limits.page(&mut rows, limit, |(_, kv)| prost::Message::encoded_len(kv));
-            if let (true, Some(last)) = (next_page_token.is_empty(), scan.complete_to) {
-                next_page_token = crate::limits::page_token(&last);
-            }
-            let kvs = rows.into_iter().map(|(_, kv)| kv).collect();
-            return Ok(pb::ScanResponse { kvs, next_page_token, as_of: Some(self.eventual_as_of(scan.replicas)?) });
-        }
-        let replica = self.replication.replica();
-        let (rows, walked_to) = replica
-            .scan_page(&Self::space(def), range.start, range.end, limit + 1, ledge_crdt::SCAN_WALK)
-            .map_err(convert::crdt_status)?;
+            (scan.rows, scan.complete_to, scan.replicas)
+        } else {
+            let (rows, walked_to) = self
+                .replication
+                .replica()
+                .scan_page(&Self::space(def), range.start, range.end, limit + 1, ledge_crdt::SCAN_WALK)
+                .map_err(convert::crdt_status)?;
+            (rows, walked_to, 1)
+        };
         let mut rows: Vec<_> =
             rows.into_iter().map(|(k, e)| (k.clone(), convert::eventual_kv(k, &e, req.keys_only))).collect();
         let mut next_page_token = self.limits.page(&mut rows, limit, |(_, kv)| prost::Message::encoded_len(kv));
-        // The walk stopped among deleted keys: the next page goes on after the last one walked
-        // (a page may then hold fewer keys than asked for, or none).
-        if let (true, Some(walked_to)) = (next_page_token.is_empty(), walked_to) {
-            next_page_token = crate::limits::page_token(&walked_to);
+        // Cut short before the range ended (tombstones, a replica's bounded answer): the next page
+        // goes on from there, so a page may hold fewer keys than asked for, or none.
+        if let (true, Some(after)) = (next_page_token.is_empty(), resume_after) {
+            next_page_token = crate::limits::page_token(&after);
         }
         let kvs = rows.into_iter().map(|(_, kv)| kv).collect();
-        Ok(pb::ScanResponse { kvs, next_page_token, as_of: Some(self.eventual_as_of(1)?) })
+        Ok(pb::ScanResponse { kvs, next_page_token, as_of: Some(self.eventual_as_of(replicas)?) })
     }
 }
 

@@ -236,7 +236,7 @@ impl Kv for KvService {
             .state()
             .scan_bytes(&def.name, range.start, range.end, limit + 1, self.limits.max_request)
             .map_err(convert::store_status)?;
-        let next_page_token = self.limits.page(&mut rows, limit, |(k, v)| k.len() + v.value.len() + 32);
+        let next_page_token = self.limits.page(&mut rows, limit, |(k, v)| v.row_bytes(k));
         let kvs = rows.into_iter().map(|(k, v)| convert::key_value(k, v, req.keys_only)).collect();
         Ok(Response::new(pb::ScanResponse { kvs, next_page_token, as_of: Some(as_of) }))
     }

@@ -257,23 +257,19 @@ async fn snapshot(sm: &StateMachine, filter: &Filter, resume: u64, out: &Out<'_>
         let mut rows = sm
             .scan_bytes(&filter.keyspace, start.clone(), end.clone(), usize::MAX, SNAPSHOT_PAGE_BYTES)
             .map_err(convert::store_status)?;
-        // The row that crossed the page bound opens the next page (unless it is alone).
-        let more = rows.len() > 1 && page_bytes(&rows) > SNAPSHOT_PAGE_BYTES;
-        if more {
+        // The scan stopped at the page bound: the row that crossed it opens the next page
+        // (unless it is alone).
+        let more = rows.iter().map(|(k, v)| v.row_bytes(k)).sum::<usize>() > SNAPSHOT_PAGE_BYTES;
+        if more && rows.len() > 1 {
             rows.pop();
         }
         if let Some((last, _)) = rows.last() {
             start = Bound::Excluded(last.clone());
         }
-        let more = more || (rows.len() == 1 && page_bytes(&rows) > SNAPSHOT_PAGE_BYTES);
         let kvs = rows.into_iter().map(|(k, v)| convert::key_value(k, v, false)).collect();
         out.send(page(kvs, more), resume).await?;
         if !more {
             return Ok(revision);
         }
     }
-}
-
-fn page_bytes(rows: &[(Vec<u8>, ledge_store::Versioned)]) -> usize {
-    rows.iter().map(|(k, v)| k.len() + v.value.len() + 32).sum()
 }

@@ -115,10 +115,10 @@ impl Node {
     /// For a member that starts at a new address (a rescheduled pod, a changed `--advertise`):
     /// until the membership names this node at its address, asks the leader (the one it knows,
     /// or one its seeds name) to update it. The leader keeps dialling the old address until then.
-    /// Whether the applied membership names this node at another address than its own.
-    pub(crate) fn moved(&self) -> bool {
+    /// The address the applied membership names this node at, when that is not its own.
+    pub(crate) fn moved_from(&self) -> Option<String> {
         let known = self.state().membership().ok().and_then(|m| m.membership().get_node(&self.id()).cloned());
-        known.is_some_and(|node| node.addr != self.address())
+        known.map(|node| node.addr).filter(|addr| addr != self.address())
     }
 
     pub(crate) async fn readdress(self, seeds: Vec<String>) {
@@ -129,21 +129,12 @@ impl Node {
             address: self.address().to_string(),
             region: self.region().to_string(),
         };
-        let mut announced = false;
-        loop {
-            if self.is_stopping() {
-                return;
-            }
-            let known = self.state().membership().ok().and_then(|m| m.membership().get_node(&self.id()).cloned());
-            match known {
-                Some(node) if node.addr != self.address() => {
-                    if !announced {
-                        tracing::info!(old = %node.addr, new = %self.address(), "this node's address changed; asking the leader to update it");
-                        announced = true;
-                    }
-                }
-                _ => return, // up to date, or not a member (joining is `discover`'s job)
-            }
+        if let Some(old) = self.moved_from() {
+            tracing::info!(%old, new = %self.address(), "this node's address changed; asking the leader to update it");
+        }
+        // Until the membership names this node here (or no longer names it at all: joining is
+        // `discover`'s job).
+        while !self.is_stopping() && self.moved_from().is_some() {
             let result = match self.change_membership(change.clone()).await {
                 Err(Error::NotLeader { leader_id: None, .. }) => {
                     let replies = futures::future::join_all(

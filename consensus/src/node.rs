@@ -291,7 +291,7 @@ impl Node {
             } else {
                 tokio::spawn(node.clone().discover(opts.seeds.clone(), opts.bootstrap_expect));
             }
-        } else if node.moved() {
+        } else if node.moved_from().is_some() {
             tokio::spawn(node.clone().readdress(others));
         }
         tokio::spawn(node.clone().reconcile(opts.max_voters));

@@ -265,6 +265,14 @@ pub struct Versioned {
     pub version: u64,
 }
 
+impl Versioned {
+    /// What a scan counts this row of `key` as, in bytes (key, value and 32 for the rest), when
+    /// it bounds a page by bytes.
+    pub fn row_bytes(&self, key: &[u8]) -> usize {
+        key.len() + self.value.len() + 32
+    }
+}
+
 /// One key change, as recorded in the change log and sent to watchers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {

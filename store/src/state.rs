@@ -358,7 +358,7 @@ impl StateMachine {
             }
             let (k, v) = item?;
             let row: Versioned = decode(&v)?;
-            bytes += k.len() + row.value.len() + 32;
+            bytes += row.row_bytes(&k);
             out.push((k.to_vec(), row));
         }
         Ok(out)

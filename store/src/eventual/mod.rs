@@ -499,19 +499,7 @@ impl Eventual {
     where
         F: Fn(usize, Option<&[u8]>) -> Result<(Write, T), E>,
     {
-        match self.commit(items, decide, true) {
-            Ok(results) => {
-                let mut out = Vec::with_capacity(results.len());
-                for result in results {
-                    match result {
-                        Ok(updated) => out.push(updated),
-                        Err(e) => return Ok(Err(e)),
-                    }
-                }
-                Ok(Ok(out))
-            }
-            Err(e) => Err(e),
-        }
+        Ok(self.commit(items, decide, true)?.into_iter().collect())
     }
 
     fn commit<T, E, F>(&self, items: &[Item<'_>], decide: F, atomic: bool) -> Result<Vec<Result<Updated<T>, E>>, Error>
