@@ -94,6 +94,7 @@ mod lww;
 mod marks;
 mod replica;
 mod set;
+mod stream;
 pub mod sync;
 mod value;
 
@@ -107,4 +108,5 @@ pub use replica::{
     Applied, Merged, RangePage, Replica, ReplicaStatus, ScanPage, DEFAULT_MAX_ENTRY_BYTES, MERGE_CHUNK, SCAN_WALK,
 };
 pub use set::Set;
+pub use stream::{StreamChange, StreamPage};
 pub use value::{Digest, Kind, Op, Read, Value};

@@ -155,13 +155,15 @@ impl Drop for InFlight<'_> {
 
 /// The write of `entry`, folding `mark` into the durable HLC high-water mark: the timestamp the
 /// clock issued for a local write, or for a merge no more than the clock adopted, so a peer's
-/// timestamp refused for drift never reaches what a restart resumes from.
-fn put(entry: &Entry, mark: Timestamp) -> Result<Write, Error> {
-    put_within(entry, mark, usize::MAX)
+/// timestamp refused for drift never reaches what a restart resumes from. `seen` is the
+/// change's position in the node's change stream (see `stream.rs`), ticked under the commit
+/// lock.
+fn put(entry: &Entry, mark: Timestamp, seen: Timestamp) -> Result<Write, Error> {
+    put_within(entry, mark, seen, usize::MAX)
 }
 
 /// [`put`], refusing an entry whose encoding is over `limit` bytes.
-fn put_within(entry: &Entry, mark: Timestamp, limit: usize) -> Result<Write, Error> {
+fn put_within(entry: &Entry, mark: Timestamp, seen: Timestamp, limit: usize) -> Result<Write, Error> {
     let state = entry.to_bytes()?;
     if state.len() > limit {
         return Err(Error::TooLarge(format!(
@@ -176,12 +178,21 @@ fn put_within(entry: &Entry, mark: Timestamp, limit: usize) -> Result<Write, Err
         state,
         digest: entry.digest().0,
         collectable: entry.collectable().map(|ts| ts.to_bytes().to_vec()),
-        mark: Some(mark.to_bytes().to_vec()),
+        // The stream position is a local tick too: folded in, so positions issued after a
+        // restart stay above every one stored before it.
+        mark: Some(mark.max(seen).to_bytes().to_vec()),
+        seen: seen.to_bytes().to_vec(),
     }))
 }
 
 /// A local operation on a key's stored state (`None`: the key is new), as a store write.
-fn apply_op(old: Option<&[u8]>, op: &Op, ts: Timestamp, limit: usize) -> Result<(Write, (Entry, bool)), Error> {
+fn apply_op(
+    old: Option<&[u8]>,
+    op: &Op,
+    ts: Timestamp,
+    hlc: &Hlc,
+    limit: usize,
+) -> Result<(Write, (Entry, bool)), Error> {
     let (entry, existed) = match old {
         Some(bytes) => {
             let mut entry = Entry::from_bytes(bytes)?;
@@ -191,7 +202,7 @@ fn apply_op(old: Option<&[u8]>, op: &Op, ts: Timestamp, limit: usize) -> Result<
         }
         None => (Entry::from_op(op.clone(), ts), false),
     };
-    Ok((put_within(&entry, ts, limit)?, (entry, existed)))
+    Ok((put_within(&entry, ts, hlc.tick(), limit)?, (entry, existed)))
 }
 
 /// What a committed local operation did.
@@ -380,7 +391,8 @@ impl Replica {
         let in_flight = self.begin()?;
         let ts = in_flight.ts;
         let limit = self.inner.max_entry_bytes.load(Ordering::Relaxed);
-        let updated = self.inner.store.update(&space, key, true, |old| apply_op(old, &op, ts, limit))?;
+        let updated =
+            self.inner.store.update(&space, key, true, |old| apply_op(old, &op, ts, &self.inner.hlc, limit))?;
         drop(in_flight);
         self.flush().await?;
         applied(ts, updated)
@@ -395,10 +407,9 @@ impl Replica {
         let in_flight = ops.iter().map(|_| self.begin()).collect::<Result<Vec<_>, _>>()?;
         let limit = self.inner.max_entry_bytes.load(Ordering::Relaxed);
         let items: Vec<Item<'_>> = ops.iter().map(|(key, _)| Item { space: &space, key, local: true }).collect();
-        let updated = self
-            .inner
-            .store
-            .update_all(&items, |i, old| apply_op(old, &ops[i].1, in_flight[i].ts, limit).map_err(|e| (i, e)))?;
+        let updated = self.inner.store.update_all(&items, |i, old| {
+            apply_op(old, &ops[i].1, in_flight[i].ts, &self.inner.hlc, limit).map_err(|e| (i, e))
+        })?;
         let updated = updated.map_err(|(i, e)| e.in_operation(i))?;
         let stamps: Vec<Timestamp> = in_flight.iter().map(|f| f.ts).collect();
         drop(in_flight);
@@ -468,7 +479,7 @@ impl Replica {
             let collected = space.map_or(&[][..], |s| collected[s].as_slice());
             match old {
                 None if remote.timestamp().to_bytes().as_slice() <= collected => Ok((Write::Keep, Merged::Ignored)),
-                None => Ok((put(remote, remote.timestamp().min(hlc.latest()))?, Merged::Changed)),
+                None => Ok((put(remote, remote.timestamp().min(hlc.latest()), hlc.tick())?, Merged::Changed)),
                 Some(bytes) => {
                     let mut local = Entry::from_bytes(bytes)?;
                     let before = local.digest();
@@ -476,7 +487,7 @@ impl Replica {
                     if local.digest() == before {
                         Ok((Write::Keep, Merged::Unchanged))
                     } else {
-                        Ok((put(&local, local.timestamp().min(hlc.latest()))?, Merged::Changed))
+                        Ok((put(&local, local.timestamp().min(hlc.latest()), hlc.tick())?, Merged::Changed))
                     }
                 }
             }

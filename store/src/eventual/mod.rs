@@ -31,6 +31,7 @@
 //! indexed in `tombs` with its timestamp. [`Eventual::collect`] removes the entries at or below a
 //! watermark, state and digest included, without a change-log record: collection is not a write.
 
+mod changes;
 mod flusher;
 pub mod merkle;
 
@@ -45,9 +46,11 @@ use sled::Transactional;
 use tokio::sync::watch;
 
 use crate::budget::{Part, Usage};
-use crate::error::{decode, encode};
+use crate::error::encode;
 use crate::keycode::{decode_u64, encode_u64};
 use crate::{Error, KeyspaceDef};
+pub use changes::Record;
+use changes::RecordRef;
 use flusher::Flusher;
 use merkle::{digest_key, Hash, Merkle, HASH_LEN};
 
@@ -56,6 +59,8 @@ const CHANGES: &str = "ev/changes";
 const META: &str = "ev/meta";
 /// The highest change-log sequence ever trimmed, so numbering survives an empty log.
 const TRIMMED: &[u8] = b"changes_trimmed_upto";
+/// The stream position ([`Record::seen`]) of the record at [`TRIMMED`].
+const TRIMMED_SEEN: &[u8] = b"changes_trimmed_seen";
 /// The greatest mark (HLC timestamp) of any committed write.
 const MARK: &[u8] = b"mark";
 const PARTS: [&str; 3] = ["data", "digests", "tombs"];
@@ -112,29 +117,6 @@ impl std::fmt::Display for SpaceId {
     }
 }
 
-/// One change-log record: a key's new state after a write or a merge.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Record {
-    /// The keyspace.
-    pub space: SpaceId,
-    /// The key.
-    pub key: Vec<u8>,
-    /// The key's whole state after the change.
-    pub state: Vec<u8>,
-    /// Whether this node originated the change (a client write here) rather than merging a
-    /// peer's state. Push streams carry only local changes.
-    pub local: bool,
-}
-
-/// The borrowed twin of [`Record`], for encoding without copies.
-#[derive(Serialize)]
-struct RecordRef<'a> {
-    space: &'a SpaceId,
-    key: &'a [u8],
-    state: &'a [u8],
-    local: bool,
-}
-
 /// A key's new state, as computed by the caller of [`Eventual::update`].
 #[derive(Clone, Debug)]
 pub struct Put {
@@ -147,6 +129,10 @@ pub struct Put {
     pub collectable: Option<Vec<u8>>,
     /// An ordered timestamp to fold into the durable high-water mark ([`Eventual::mark`]).
     pub mark: Option<Vec<u8>>,
+    /// The change's position in this node's change stream, kept in its record: bytes whose
+    /// order follows the change log's, which holds when the caller issues them inside the
+    /// closure (it runs under the commit lock). Watches resume from these; empty for none.
+    pub seen: Vec<u8>,
 }
 
 /// What [`Eventual::update`]'s closure decided.
@@ -550,8 +536,13 @@ impl Eventual {
                         Ok((Write::Put(put), value)) => (put, value),
                     };
                     seq += 1;
-                    let record =
-                        RecordRef { space: &item.space.id, key: item.key, state: &put.state, local: item.local };
+                    let record = RecordRef {
+                        space: &item.space.id,
+                        key: item.key,
+                        state: &put.state,
+                        local: item.local,
+                        seen: &put.seen,
+                    };
                     let record = encode(&record).map_err(ConflictableTransactionError::Abort)?;
                     let old_digest = digests.insert(dkeys[i].as_slice(), &put.digest[..])?;
                     let was_tomb = match &put.collectable {
@@ -656,54 +647,6 @@ impl Eventual {
     /// Follows the durable change-log sequence: every record up to it survives a crash.
     pub fn durable(&self) -> watch::Receiver<u64> {
         self.inner.durable.subscribe()
-    }
-
-    /// Change-log records with sequence in `(after, upto]`, at most `max` of them and about
-    /// `max_bytes` of states (at least one record when there is one).
-    pub fn changes(&self, after: u64, upto: u64, max: usize, max_bytes: usize) -> Result<Vec<(u64, Record)>, Error> {
-        let mut out = Vec::new();
-        let mut bytes = 0;
-        if upto <= after {
-            return Ok(out);
-        }
-        for item in self.inner.changes.range(encode_u64(after + 1)..=encode_u64(upto)) {
-            if out.len() >= max || (bytes >= max_bytes && !out.is_empty()) {
-                break;
-            }
-            let (k, v) = item?;
-            bytes += v.len();
-            out.push((decode_u64(&k)?, decode(&v)?));
-        }
-        Ok(out)
-    }
-
-    /// The oldest sequence still in the change log, if any.
-    pub fn first_change(&self) -> Result<Option<u64>, Error> {
-        match self.inner.changes.first()? {
-            Some((k, _)) => Ok(Some(decode_u64(&k)?)),
-            None => Ok(None),
-        }
-    }
-
-    /// Removes change-log records up to and including `upto`.
-    pub fn trim_changes(&self, upto: u64) -> Result<usize, Error> {
-        let upto = upto.min(self.committed());
-        let trimmed = match self.inner.meta.get(TRIMMED)? {
-            Some(b) => decode_u64(&b)?,
-            None => 0,
-        };
-        if upto <= trimmed {
-            return Ok(0);
-        }
-        self.inner.meta.insert(TRIMMED, &encode_u64(upto))?;
-        let mut batch = sled::Batch::default();
-        let mut n = 0;
-        for key in self.inner.changes.range(..=encode_u64(upto)).keys() {
-            batch.remove(key?);
-            n += 1;
-        }
-        self.inner.changes.apply_batch(batch)?;
-        Ok(n)
     }
 
     /// The greatest mark folded in by any committed write (see [`Put::mark`]).

@@ -9,7 +9,13 @@ fn db() -> (tempfile::TempDir, sled::Db) {
 fn put(state: &[u8], tomb: Option<u8>) -> Write {
     let mut digest = [0; HASH_LEN];
     digest[..state.len().min(HASH_LEN)].copy_from_slice(&state[..state.len().min(HASH_LEN)]);
-    Write::Put(Put { state: state.to_vec(), digest, collectable: tomb.map(|t| vec![t]), mark: Some(vec![7]) })
+    Write::Put(Put {
+        state: state.to_vec(),
+        digest,
+        collectable: tomb.map(|t| vec![t]),
+        mark: Some(vec![7]),
+        seen: Vec::new(),
+    })
 }
 
 fn write(store: &Eventual, space: &Space, key: &[u8], state: &[u8], tomb: Option<u8>) -> Option<u64> {
@@ -35,7 +41,7 @@ async fn writes_are_logged_in_commit_order_and_keep_logs_nothing() {
     let log = store.changes(0, store.committed(), 10, usize::MAX).unwrap();
     assert_eq!(log.len(), 2);
     assert_eq!(log[1].0, 2);
-    assert_eq!(log[1].1, Record { space: id, key: b"b".to_vec(), state: b"2".to_vec(), local: true });
+    assert_eq!(log[1].1, Record { space: id, key: b"b".to_vec(), state: b"2".to_vec(), local: true, seen: Vec::new() });
     assert_eq!(store.mark().unwrap(), Some(vec![7]));
     let mut durable = store.durable();
     store.flush().await.unwrap();
@@ -157,4 +163,45 @@ fn a_batch_commits_its_good_items_in_order_and_later_items_see_earlier_ones() {
         log.iter().map(|(seq, r)| (*seq, r.space.name.as_str(), r.local)).collect::<Vec<_>>(),
         vec![(1, "a", false), (2, "b", true), (3, "a", false)]
     );
+}
+
+#[test]
+fn stream_positions_locate_changes_even_after_trimming() {
+    let (_dir, db) = db();
+    let store = Eventual::open(&db).unwrap();
+    let space = store.space(&SpaceId::new("ks", 1)).unwrap();
+    let at = |seen: u8| {
+        Write::Put(Put { state: vec![seen], digest: [seen; HASH_LEN], collectable: None, mark: None, seen: vec![seen] })
+    };
+    for (key, seen) in [(b"a", 10), (b"b", 20), (b"c", 30), (b"d", 40)] {
+        store.update::<_, Error, _>(&space, key, true, |_| Ok((at(seen), ()))).unwrap();
+    }
+    assert_eq!(store.locate(&[5]).unwrap(), Some(0));
+    assert_eq!(store.locate(&[10]).unwrap(), Some(1));
+    assert_eq!(store.locate(&[25]).unwrap(), Some(2));
+    assert_eq!(store.locate(&[99]).unwrap(), Some(4));
+    assert_eq!(store.trim_changes(2).unwrap(), 2);
+    // Before the last trimmed change: the log no longer tells what followed the cursor.
+    assert_eq!(store.locate(&[10]).unwrap(), None);
+    assert_eq!(store.locate(&[20]).unwrap(), Some(2));
+    assert_eq!(store.locate(&[35]).unwrap(), Some(3));
+    assert_eq!(store.position(|| vec![45]).unwrap(), (4, vec![45]));
+    // Everything trimmed: the remembered position still decides.
+    store.trim_changes(4).unwrap();
+    assert_eq!(store.locate(&[40]).unwrap(), Some(4));
+    assert_eq!(store.locate(&[39]).unwrap(), None);
+}
+
+#[test]
+fn records_of_the_layout_without_positions_still_decode() {
+    #[derive(serde::Serialize)]
+    struct Old {
+        space: SpaceId,
+        key: Vec<u8>,
+        state: Vec<u8>,
+        local: bool,
+    }
+    let old = Old { space: SpaceId::new("ks", 2), key: b"k".to_vec(), state: b"s".to_vec(), local: true };
+    let record = Record::decode(&encode(&old).unwrap()).unwrap();
+    assert_eq!(record, Record { space: old.space, key: old.key, state: old.state, local: true, seen: Vec::new() });
 }
