@@ -56,8 +56,9 @@ pub struct Args {
     /// Build a Raft snapshot after this many log entries.
     #[arg(long, env = "LEDGE_SNAPSHOT_AFTER")]
     pub snapshot_after: Option<u64>,
-    /// Log entries and watch-history revisions kept behind a snapshot [default: 1,000 entries and
-    /// 10,000 revisions].
+    /// Log entries and watch-history revisions kept behind a snapshot, and eventual changes
+    /// kept for watches to resume from [default: 1,000 entries, 10,000 revisions and 10,000
+    /// changes].
     #[arg(long, env = "LEDGE_LOG_KEEP")]
     pub log_keep: Option<u64>,
     /// Most voters a region grows to; further nodes stay learners.

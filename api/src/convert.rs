@@ -76,6 +76,11 @@ pub fn crdt_status(e: ledge_crdt::Error) -> Status {
     }
 }
 
+/// An HLC timestamp from the wire.
+pub fn timestamp(hlc: pb::Hlc) -> Timestamp {
+    Timestamp::new(hlc.physical_ms, hlc.logical, hlc.node_id)
+}
+
 /// An HLC timestamp on the wire.
 pub fn hlc(ts: Timestamp) -> pb::Hlc {
     pb::Hlc { physical_ms: ts.physical_ms, logical: ts.logical, node_id: ts.node }

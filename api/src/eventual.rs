@@ -59,7 +59,7 @@ fn quorum_read(options: Option<pb::ReadOptions>) -> Result<bool, Status> {
 }
 
 impl KvService {
-    fn space(def: &KeyspaceDef) -> SpaceId {
+    pub(crate) fn space(def: &KeyspaceDef) -> SpaceId {
         SpaceId::from(def)
     }
 

@@ -150,26 +150,46 @@ impl Kv for KvService {
         self.limits.request("watch", prost::Message::encoded_len(req.get_ref()))?;
         let req = req.into_inner();
         let def = self.keyspace(&req.keyspace)?;
-        if def.mode == Mode::Eventual {
-            return Err(Status::unimplemented(format!(
-                "keyspace \"{}\" is eventual; watching eventual keyspaces is not available in this version",
-                def.name
-            )));
-        }
         if !req.prefix {
             self.limits.key(&req.key)?;
         } else if req.key.len() > self.limits.max_key {
             return Err(Status::resource_exhausted("watch prefix is longer than the key limit"));
         }
-        let stream = crate::watch::start(
-            self.node.clone(),
-            def.name,
-            req.key,
-            req.prefix,
-            req.from_revision,
-            self.limits.watch_stall,
-            self.stopping.clone(),
-        );
+        let stream = if def.mode == Mode::Eventual {
+            if req.from_revision > 0 {
+                return Err(Status::invalid_argument(format!(
+                    "keyspace \"{}\" is eventual: a watch there resumes from a cursor (from_cursor), \
+                     not a revision",
+                    def.name
+                )));
+            }
+            crate::watch::start_eventual(
+                self.replication.replica().clone(),
+                Self::space(&def),
+                req.key,
+                req.prefix,
+                req.from_cursor.map(convert::timestamp),
+                self.limits.watch_stall,
+                self.stopping.clone(),
+            )
+        } else {
+            if req.from_cursor.is_some() {
+                return Err(Status::invalid_argument(format!(
+                    "keyspace \"{}\" is strong: a watch there starts from a revision (from_revision), \
+                     not a cursor",
+                    def.name
+                )));
+            }
+            crate::watch::start(
+                self.node.clone(),
+                def.name,
+                req.key,
+                req.prefix,
+                req.from_revision,
+                self.limits.watch_stall,
+                self.stopping.clone(),
+            )
+        };
         Ok(Response::new(stream))
     }
 

@@ -164,6 +164,7 @@ where
         anti_entropy_interval: Duration::from_millis(config.anti_entropy_ms),
         call_timeout: Duration::from_millis(config.request_timeout_ms.min(3_000)),
         log_keep: config.sync_log_keep,
+        watch_keep: config.log_keep.unwrap_or(RaftTuning::default().change_retention),
     };
     let replication = Replication::start(node.clone(), replica.clone(), env.dialer.clone(), sync, stop.subscribe());
 

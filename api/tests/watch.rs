@@ -43,7 +43,7 @@ async fn watch_replays_history_then_follows() {
     let live = c.put("default", "app/c", "3").await.unwrap().revision;
     c.put("default", "zzz", "not watched").await.unwrap();
     match next(&mut stream).await {
-        WatchMessage::Events { revision, events } => {
+        WatchMessage::Events { revision, events, .. } => {
             assert_eq!(revision, live);
             assert_eq!((events[0].key.as_slice(), events[0].value.as_slice()), (&b"app/c"[..], &b"3"[..]));
         }
@@ -67,12 +67,12 @@ impl Replica {
             self.last
         );
         match msg {
-            WatchMessage::Snapshot { revision, kvs } => {
+            WatchMessage::Snapshot { revision, kvs, .. } => {
                 self.snapshots += 1;
                 self.state = kvs.into_iter().map(|kv| (kv.key, (kv.value, kv.revision))).collect();
                 self.last = revision;
             }
-            WatchMessage::Events { revision, events } => {
+            WatchMessage::Events { revision, events, .. } => {
                 for e in events {
                     match e.kind {
                         ledge_client::EventKind::Put => self.state.insert(e.key, (e.value, revision)),
@@ -148,8 +148,13 @@ async fn snapshots_are_paged_and_a_stalled_watcher_is_dropped_holding_little() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (before, _) = node.memory_kib().unwrap();
 
-    let request =
-        || pb::WatchRequest { keyspace: "default".into(), key: b"big/".to_vec(), prefix: true, from_revision: 1 };
+    let request = || pb::WatchRequest {
+        keyspace: "default".into(),
+        key: b"big/".to_vec(),
+        prefix: true,
+        from_revision: 1,
+        from_cursor: None,
+    };
     let mut stalled = Vec::new();
     for _ in 0..4 {
         let mut kv = KvClient::connect(format!("http://{}", node.addr)).await.unwrap();
@@ -162,7 +167,7 @@ async fn snapshots_are_paged_and_a_stalled_watcher_is_dropped_holding_little() {
     // A watcher that reads gets the whole range as one snapshot, then live events.
     let mut reader = c.watch(WatchOptions::prefix("default", "big/").from_revision(1)).await.unwrap();
     let revision = match next(&mut reader).await {
-        WatchMessage::Snapshot { kvs, revision } => {
+        WatchMessage::Snapshot { kvs, revision, .. } => {
             assert_eq!(kvs.len(), 300);
             assert!(kvs.windows(2).all(|w| w[0].key < w[1].key), "in key order, each key once");
             revision
@@ -171,7 +176,9 @@ async fn snapshots_are_paged_and_a_stalled_watcher_is_dropped_holding_little() {
     };
     let put = c.put("default", "big/new", "x").await.unwrap();
     match next(&mut reader).await {
-        WatchMessage::Events { revision: r, events } => assert!(r == put.revision && r > revision && events.len() == 1),
+        WatchMessage::Events { revision: r, events, .. } => {
+            assert!(r == put.revision && r > revision && events.len() == 1)
+        }
         other => panic!("expected the new put, got {other:?}"),
     }
 

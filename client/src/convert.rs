@@ -74,6 +74,7 @@ pub(crate) fn watch_request(options: &WatchOptions) -> pb::WatchRequest {
         key: options.key.clone(),
         prefix: options.prefix,
         from_revision: options.from_revision,
+        from_cursor: options.from_cursor.map(wire_hlc),
     }
 }
 
@@ -114,6 +115,10 @@ pub(crate) fn scope(scope: Scope) -> i32 {
 // ----------------------------------------------------------------------------------------------
 // Replies
 // ----------------------------------------------------------------------------------------------
+
+fn wire_hlc(hlc: Hlc) -> pb::Hlc {
+    pb::Hlc { physical_ms: hlc.physical_ms, logical: hlc.logical, node_id: hlc.node_id }
+}
 
 pub(crate) fn hlc(hlc: pb::Hlc) -> Hlc {
     Hlc { physical_ms: hlc.physical_ms, logical: hlc.logical, node_id: hlc.node_id }
@@ -229,12 +234,13 @@ pub(crate) fn member(member: pb::Member) -> Member {
 /// A watch message. An event whose kind this client does not know fails the whole message:
 /// guessing would misreport a delete as a put or the reverse.
 pub(crate) fn watch_message(reply: pb::WatchResponse) -> Result<WatchMessage> {
+    let cursor = reply.cursor.map(hlc);
     if reply.snapshot {
         let kvs = reply.kvs.into_iter().map(key_value).collect();
-        return Ok(WatchMessage::Snapshot { revision: reply.revision, kvs });
+        return Ok(WatchMessage::Snapshot { revision: reply.revision, kvs, cursor });
     }
     let events = reply.events.into_iter().map(watch_event).collect::<Result<Vec<_>>>()?;
-    Ok(WatchMessage::Events { revision: reply.revision, events })
+    Ok(WatchMessage::Events { revision: reply.revision, events, cursor })
 }
 
 fn watch_event(event: pb::WatchEvent) -> Result<WatchEvent> {
@@ -248,7 +254,9 @@ fn watch_event(event: pb::WatchEvent) -> Result<WatchEvent> {
             )))
         }
     };
-    Ok(WatchEvent { kind, key: event.key, value: event.value, revision: event.revision })
+    // The state arrives without the value, which the event carries once.
+    let state = event.kv.map(|kv| KeyValue { value: event.value.clone(), ..key_value(kv) });
+    Ok(WatchEvent { kind, key: event.key, value: event.value, revision: event.revision, state })
 }
 
 pub(crate) fn members(reply: pb::ListMembersResponse) -> Vec<Member> {
@@ -345,13 +353,38 @@ mod tests {
         let wire = watch_request(&WatchOptions::prefix("ks", "a/").from_revision(12));
         assert_eq!(
             wire,
-            pb::WatchRequest { keyspace: "ks".into(), key: b"a/".to_vec(), prefix: true, from_revision: 12 }
+            pb::WatchRequest {
+                keyspace: "ks".into(),
+                key: b"a/".to_vec(),
+                prefix: true,
+                from_revision: 12,
+                from_cursor: None
+            }
         );
         assert!(!watch_request(&WatchOptions::key("ks", "a")).prefix);
     }
 
     fn wire_event(kind: pb::watch_event::Kind, key: &str, value: &str) -> pb::WatchEvent {
-        pb::WatchEvent { kind: kind.into(), key: key.into(), value: value.into(), revision: 8 }
+        pb::WatchEvent { kind: kind.into(), key: key.into(), value: value.into(), revision: 8, kv: None }
+    }
+
+    #[test]
+    fn eventual_watch_events_carry_their_state_and_cursor() {
+        let wire_hlc = pb::Hlc { physical_ms: 10, logical: 2, node_id: 3 };
+        let kv = pb::KeyValue {
+            key: b"c".to_vec(),
+            kind: pb::ValueKind::Counter.into(),
+            counter: 5,
+            hlc: Some(wire_hlc),
+            ..Default::default()
+        };
+        let event = pb::WatchEvent { kv: Some(kv), ..wire_event(pb::watch_event::Kind::Put, "c", "5") };
+        let reply = pb::WatchResponse { events: vec![event], cursor: Some(wire_hlc), ..Default::default() };
+        let Ok(WatchMessage::Events { events, cursor, .. }) = watch_message(reply) else { panic!() };
+        assert_eq!(cursor, Some(hlc(wire_hlc)));
+        let state = events[0].state.clone().unwrap();
+        assert_eq!((state.value.as_slice(), state.counter, state.kind), (&b"5"[..], Some(5), Some(ValueKind::Counter)));
+        assert_eq!(watch_request(&WatchOptions::key("ev", "c").from_cursor(hlc(wire_hlc))).from_cursor, Some(wire_hlc));
     }
 
     #[test]
@@ -365,9 +398,10 @@ mod tests {
         let expected = WatchMessage::Events {
             revision: 8,
             events: vec![
-                WatchEvent { kind: EventKind::Put, key: b"b".to_vec(), value: b"2".to_vec(), revision: 8 },
-                WatchEvent { kind: EventKind::Delete, key: b"a".to_vec(), value: Vec::new(), revision: 8 },
+                WatchEvent { kind: EventKind::Put, key: b"b".to_vec(), value: b"2".to_vec(), revision: 8, state: None },
+                WatchEvent { kind: EventKind::Delete, key: b"a".to_vec(), value: Vec::new(), revision: 8, state: None },
             ],
+            cursor: None,
         };
         assert_eq!(watch_message(reply), Ok(expected));
     }
@@ -375,15 +409,24 @@ mod tests {
     #[test]
     fn watch_snapshots_carry_the_range() {
         let kv = pb::KeyValue { key: b"a".to_vec(), value: b"1".to_vec(), revision: 3, ..Default::default() };
-        let reply =
-            pb::WatchResponse { snapshot: true, kvs: vec![kv.clone()], events: Vec::new(), revision: 5, more: false };
-        assert_eq!(watch_message(reply), Ok(WatchMessage::Snapshot { revision: 5, kvs: vec![key_value(kv)] }));
+        let reply = pb::WatchResponse {
+            snapshot: true,
+            kvs: vec![kv.clone()],
+            events: Vec::new(),
+            revision: 5,
+            more: false,
+            cursor: None,
+        };
+        assert_eq!(
+            watch_message(reply),
+            Ok(WatchMessage::Snapshot { revision: 5, kvs: vec![key_value(kv)], cursor: None })
+        );
     }
 
     #[test]
     fn unknown_watch_event_kinds_are_invalid_responses() {
         for kind in [0, 7] {
-            let event = pb::WatchEvent { kind, key: b"k".to_vec(), value: Vec::new(), revision: 2 };
+            let event = pb::WatchEvent { kind, key: b"k".to_vec(), value: Vec::new(), revision: 2, kv: None };
             let reply = pb::WatchResponse { events: vec![event], revision: 2, ..Default::default() };
             assert!(matches!(watch_message(reply), Err(Error::InvalidResponse { .. })), "kind {kind}");
         }

@@ -60,7 +60,11 @@
 //! the request deadline and retries; the open stream lives until the server ends it, it fails,
 //! or it is dropped. It does not reconnect on its own: resume from
 //! [`WatchStream::revision`] + 1. When the starting revision has been compacted, the server
-//! first sends a [`WatchMessage::Snapshot`] of the watched range.
+//! first sends a [`WatchMessage::Snapshot`] of the watched range. On an eventual keyspace the
+//! stream is the answering node's changes in its commit order, one per message, each with the
+//! key's whole state ([`WatchEvent::state`]) and a cursor: resume with
+//! [`WatchOptions::from_cursor`] at [`WatchStream::cursor`] (exact on the node that issued it;
+//! elsewhere a snapshot comes first).
 //!
 //! # Errors
 //!

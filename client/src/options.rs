@@ -9,6 +9,8 @@
 
 use std::time::Duration;
 
+use crate::Hlc;
+
 /// How a read is served (see docs/api.md, "Kv", and docs/eventual.md, "Write and read levels").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Consistency {
@@ -222,26 +224,45 @@ pub struct WatchOptions {
     pub key: Vec<u8>,
     /// Watch every key starting with `key` rather than `key` alone.
     pub prefix: bool,
-    /// The first revision to deliver; 0 means only changes made after the watch starts.
+    /// Strong keyspaces: the first revision to deliver; 0 means only changes made after the
+    /// watch starts.
     pub from_revision: u64,
+    /// Eventual keyspaces: deliver the changes after this cursor (a
+    /// [`crate::WatchMessage::cursor`]); `None` means only changes made after the watch starts.
+    pub from_cursor: Option<Hlc>,
 }
 
 impl WatchOptions {
     /// Watches exactly `key` in `keyspace`.
     pub fn key(keyspace: impl Into<String>, key: impl Into<Vec<u8>>) -> WatchOptions {
-        WatchOptions { keyspace: keyspace.into(), key: key.into(), prefix: false, from_revision: 0 }
+        WatchOptions { keyspace: keyspace.into(), key: key.into(), prefix: false, from_revision: 0, from_cursor: None }
     }
 
     /// Watches every key starting with `prefix` in `keyspace`; an empty prefix watches the
     /// whole keyspace.
     pub fn prefix(keyspace: impl Into<String>, prefix: impl Into<Vec<u8>>) -> WatchOptions {
-        WatchOptions { keyspace: keyspace.into(), key: prefix.into(), prefix: true, from_revision: 0 }
+        WatchOptions {
+            keyspace: keyspace.into(),
+            key: prefix.into(),
+            prefix: true,
+            from_revision: 0,
+            from_cursor: None,
+        }
     }
 
     /// Starts at `revision` instead of at the next change (0 keeps that default). Pass the
     /// revision after the last one seen to resume a watch without gaps or repeats.
     pub fn from_revision(mut self, revision: u64) -> WatchOptions {
         self.from_revision = revision;
+        self
+    }
+
+    /// On an eventual keyspace, starts after `cursor` (the cursor of the last message seen)
+    /// instead of at the next change. On the node that issued the cursor the watch goes on
+    /// without gaps or repeats while that node still keeps the changes after it; otherwise a
+    /// snapshot of the watched range comes first.
+    pub fn from_cursor(mut self, cursor: Hlc) -> WatchOptions {
+        self.from_cursor = Some(cursor);
         self
     }
 }

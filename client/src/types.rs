@@ -394,8 +394,12 @@ pub struct WatchEvent {
     pub key: Vec<u8>,
     /// The new value; empty for a delete.
     pub value: Vec<u8>,
-    /// The revision of the change.
+    /// The revision of the change (strong keyspaces; 0 on eventual ones).
     pub revision: u64,
+    /// Eventual keyspaces: the key's whole state after the change, as a get returns it (its
+    /// value type, a counter's number or a set's members, and the timestamp of the latest
+    /// write reflected).
+    pub state: Option<KeyValue>,
 }
 
 /// One message of a watch stream (see [`crate::Client::watch`]).
@@ -405,17 +409,24 @@ pub enum WatchMessage {
     /// revision is older than the server keeps. Events continue from `revision + 1`; a key
     /// absent here did not exist at `revision`.
     Snapshot {
-        /// The revision the snapshot reflects.
+        /// The revision the snapshot reflects (strong keyspaces; 0 on eventual ones).
         revision: u64,
         /// Every watched key that existed at `revision`, in key order.
         kvs: Vec<KeyValue>,
+        /// Eventual keyspaces: the position in the answering node's change stream the
+        /// snapshot reflects; changes after it follow.
+        cursor: Option<Hlc>,
     },
-    /// The watched changes of one revision, in operation order.
+    /// The watched changes of one revision, in operation order; on an eventual keyspace, one
+    /// change of the answering node's change stream.
     Events {
-        /// The revision of the changes.
+        /// The revision of the changes (strong keyspaces; 0 on eventual ones).
         revision: u64,
         /// The changes.
         events: Vec<WatchEvent>,
+        /// Eventual keyspaces: the position of this change in the answering node's change
+        /// stream; a watch from it ([`crate::WatchOptions::from_cursor`]) continues after it.
+        cursor: Option<Hlc>,
     },
 }
 
@@ -424,6 +435,13 @@ impl WatchMessage {
     pub fn revision(&self) -> u64 {
         match self {
             WatchMessage::Snapshot { revision, .. } | WatchMessage::Events { revision, .. } => *revision,
+        }
+    }
+
+    /// The cursor of the snapshot or of the events (eventual keyspaces).
+    pub fn cursor(&self) -> Option<Hlc> {
+        match self {
+            WatchMessage::Snapshot { cursor, .. } | WatchMessage::Events { cursor, .. } => *cursor,
         }
     }
 }
@@ -500,7 +518,9 @@ mod tests {
 
     #[test]
     fn watch_messages_know_their_revision() {
-        assert_eq!(WatchMessage::Snapshot { revision: 4, kvs: Vec::new() }.revision(), 4);
-        assert_eq!(WatchMessage::Events { revision: 9, events: Vec::new() }.revision(), 9);
+        assert_eq!(WatchMessage::Snapshot { revision: 4, kvs: Vec::new(), cursor: None }.revision(), 4);
+        let cursor = Hlc { physical_ms: 5, logical: 1, node_id: 2 };
+        let events = WatchMessage::Events { revision: 0, events: Vec::new(), cursor: Some(cursor) };
+        assert_eq!(events.cursor(), Some(cursor));
     }
 }

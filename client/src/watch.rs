@@ -18,7 +18,7 @@ use ledge_proto::v1 as pb;
 use tokio_stream::{Stream, StreamExt};
 use tonic::Status;
 
-use crate::{convert, Error, Result, WatchMessage};
+use crate::{convert, Error, Hlc, Result, WatchMessage};
 
 /// The wire stream under a [`WatchStream`]; boxed so tests can feed it without a server.
 type WireStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send>>;
@@ -51,13 +51,14 @@ pub struct WatchStream {
     /// as soon as an error is seen, not when the caller drops the stream).
     wire: Option<WireStream>,
     revision: u64,
+    cursor: Option<Hlc>,
     /// Pages of a snapshot whose last page has not arrived yet.
     pages: Vec<pb::KeyValue>,
 }
 
 impl WatchStream {
     pub(crate) fn new(wire: impl Stream<Item = Result<pb::WatchResponse, Status>> + Send + 'static) -> WatchStream {
-        WatchStream { wire: Some(Box::pin(wire)), revision: 0, pages: Vec::new() }
+        WatchStream { wire: Some(Box::pin(wire)), revision: 0, cursor: None, pages: Vec::new() }
     }
 
     /// The next message; `None` when the stream has ended. Waits as long as it takes: watch
@@ -71,6 +72,13 @@ impl WatchStream {
     /// nothing.
     pub fn revision(&self) -> u64 {
         self.revision
+    }
+
+    /// On an eventual keyspace, the cursor of the last message delivered (`None` before the
+    /// first). A watch resumed with [`crate::WatchOptions::from_cursor`] at it goes on after
+    /// that message.
+    pub fn cursor(&self) -> Option<Hlc> {
+        self.cursor
     }
 
     /// Whether the stream has ended (cleanly or with an error).
@@ -112,6 +120,7 @@ impl Stream for WatchStream {
         match message {
             Ok(Some(message)) => {
                 self.revision = message.revision();
+                self.cursor = message.cursor().or(self.cursor);
                 Poll::Ready(Some(Ok(message)))
             }
             Ok(None) => {
@@ -146,6 +155,7 @@ mod tests {
                 key: key.as_bytes().to_vec(),
                 value: b"v".to_vec(),
                 revision,
+                kv: None,
             })
             .collect();
         pb::WatchResponse { events, revision, ..Default::default() }
@@ -167,7 +177,7 @@ mod tests {
         };
         let mut watch = stream(vec![Ok(page(&["a", "b"], true)), Ok(page(&["c"], true)), Ok(page(&["d"], false))]);
         match watch.next().await {
-            Some(Ok(WatchMessage::Snapshot { revision: 7, kvs })) => {
+            Some(Ok(WatchMessage::Snapshot { revision: 7, kvs, .. })) => {
                 assert_eq!(kvs.iter().map(|kv| kv.key.as_slice()).collect::<Vec<_>>(), [b"a", b"b", b"c", b"d"]);
             }
             other => panic!("{other:?}"),
@@ -183,12 +193,18 @@ mod tests {
         let snapshot = pb::WatchResponse { snapshot: true, revision: 3, ..Default::default() };
         let mut watch = stream(vec![Ok(snapshot), Ok(events(4, &["a", "b"]))]);
         assert_eq!(watch.revision(), 0);
-        assert_eq!(watch.next().await, Some(Ok(WatchMessage::Snapshot { revision: 3, kvs: Vec::new() })));
+        assert_eq!(watch.next().await, Some(Ok(WatchMessage::Snapshot { revision: 3, kvs: Vec::new(), cursor: None })));
         assert_eq!(watch.revision(), 3);
-        let put = |key: &str| WatchEvent { kind: EventKind::Put, key: key.into(), value: b"v".to_vec(), revision: 4 };
+        let put = |key: &str| WatchEvent {
+            kind: EventKind::Put,
+            key: key.into(),
+            value: b"v".to_vec(),
+            revision: 4,
+            state: None,
+        };
         assert_eq!(
             watch.next().await,
-            Some(Ok(WatchMessage::Events { revision: 4, events: vec![put("a"), put("b")] }))
+            Some(Ok(WatchMessage::Events { revision: 4, events: vec![put("a"), put("b")], cursor: None }))
         );
         assert_eq!(watch.revision(), 4);
         assert_eq!(watch.next().await, None);
@@ -209,7 +225,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_message_the_client_cannot_read_ends_the_stream() {
-        let bad = pb::WatchEvent { kind: 9, key: b"k".to_vec(), value: Vec::new(), revision: 5 };
+        let bad = pb::WatchEvent { kind: 9, key: b"k".to_vec(), value: Vec::new(), revision: 5, kv: None };
         let mut watch = stream(vec![
             Ok(pb::WatchResponse { events: vec![bad], revision: 5, ..Default::default() }),
             Ok(events(6, &["a"])),

@@ -14,8 +14,6 @@
 //! value is whole in each change, so a snapshot followed by the stream misses nothing, though
 //! it may repeat a value the watcher already had.
 
-use tokio::sync::watch;
-
 use ledge_store::SpaceId;
 
 use crate::{Entry, Error, Replica, Timestamp};
@@ -40,7 +38,8 @@ pub enum StreamPage {
     /// read goes on after it).
     Changes(Vec<StreamChange>, u64),
     /// The change log no longer holds the changes right after the sequence asked for (they
-    /// were trimmed): the watcher needs a snapshot.
+    /// were trimmed, or were written before changes had positions): the watcher needs a
+    /// snapshot.
     Trimmed,
 }
 
@@ -64,11 +63,6 @@ impl Replica {
         let hlc = self.hlc();
         let (seq, stamp) = self.store().position(|| hlc.tick().to_bytes().to_vec())?;
         Ok((seq, Timestamp::from_bytes(&stamp)?))
-    }
-
-    /// Follows the durable end of the change stream: changes up to it survive a crash.
-    pub fn stream_durable(&self) -> watch::Receiver<u64> {
-        self.store().durable()
     }
 
     /// The changes of `space` to keys `wanted` accepts, with sequence in `(after, upto]`:
@@ -96,8 +90,9 @@ impl Replica {
             if record.space != *space || !wanted(&record.key) {
                 continue;
             }
-            let cursor = Timestamp::from_bytes(&record.seen)
-                .map_err(|_| Error::Storage(format!("change {seq} has no stream position")))?;
+            let Ok(cursor) = Timestamp::from_bytes(&record.seen) else {
+                return Ok(StreamPage::Trimmed);
+            };
             changes.push(StreamChange { seq, cursor, key: record.key, entry: Entry::from_bytes(&record.state)? });
         }
         Ok(StreamPage::Changes(changes, last))

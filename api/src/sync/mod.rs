@@ -21,7 +21,9 @@
 //!   majority's states (this node's included), and write the merged state back to the replicas
 //!   that were behind.
 //! - **Housekeeping**: the change log is trimmed up to the slowest peer's cursor, and never keeps
-//!   more than `--sync-log-keep` records: a peer further behind catches up by anti-entropy.
+//!   more than `--sync-log-keep` records: a peer further behind catches up by anti-entropy. It
+//!   always keeps the last `--log-keep` records (10,000 by default), the history that watches
+//!   on eventual keyspaces resume from.
 
 mod push;
 mod remote;
@@ -88,6 +90,9 @@ pub struct SyncOptions {
     pub call_timeout: Duration,
     /// Most change-log records kept for peers that have not acknowledged them.
     pub log_keep: u64,
+    /// Fewest change-log records kept whatever the peers acknowledged: the history that
+    /// watches resume from exactly (`--log-keep`, as for strong keyspaces' watch history).
+    pub watch_keep: u64,
 }
 
 /// A merged read from a majority of replicas.
@@ -209,7 +214,8 @@ impl Replication {
         }
     }
 
-    /// Trims the change log up to what every peer acknowledged, keeping at most `log_keep`.
+    /// Trims the change log up to what every peer acknowledged, keeping at most `log_keep` and
+    /// at least `watch_keep` records.
     fn trim(&self) {
         if self.inner.replica.members().is_empty() {
             return;
@@ -217,7 +223,9 @@ impl Replication {
         let store = self.inner.replica.store();
         let committed = store.committed();
         let slowest = self.links().iter().map(|link| link.cursor()).min().unwrap_or(committed);
-        let upto = slowest.max(committed.saturating_sub(self.inner.options.log_keep));
+        let options = &self.inner.options;
+        let upto =
+            slowest.max(committed.saturating_sub(options.log_keep)).min(committed.saturating_sub(options.watch_keep));
         if let Err(e) = store.trim_changes(upto) {
             tracing::warn!("trimming the eventual change log: {e}");
         }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use ledge_client::{Consistency, Mode, Scope, WriteLevel};
+use ledge_client::{Consistency, Hlc, Mode, Scope, WriteLevel};
 
 use super::duration::parse_duration;
 
@@ -23,6 +23,28 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// Where `kv watch --from` starts: a revision (strong keyspaces) or a cursor (eventual ones).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WatchFrom {
+    /// A revision number.
+    Revision(u64),
+    /// An HLC cursor, `physical.logical@node`.
+    Cursor(Hlc),
+}
+
+impl std::str::FromStr for WatchFrom {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<WatchFrom, String> {
+        if text.contains('@') {
+            return text.parse().map(WatchFrom::Cursor).map_err(|e: ledge_client::Error| e.to_string());
+        }
+        text.parse().map(WatchFrom::Revision).map_err(|_| {
+            format!("{text:?} is neither a revision number nor a cursor of the form physical.logical@node")
+        })
+    }
 }
 
 /// How results are printed.
@@ -150,10 +172,11 @@ pub enum KvCommand {
         /// Watch every key starting with this prefix.
         #[arg(long)]
         prefix: Option<String>,
-        /// Start at this revision (a snapshot comes first if it was compacted); default: only
-        /// changes made from now on.
-        #[arg(long, value_name = "REV")]
-        from: Option<u64>,
+        /// Strong keyspace: start at this revision (a snapshot comes first if it was
+        /// compacted). Eventual keyspace: start after this cursor (`physical.logical@node`, as
+        /// printed with each change). Default: only changes made from now on.
+        #[arg(long, value_name = "REV|CURSOR")]
+        from: Option<WatchFrom>,
         /// The keyspace.
         #[arg(long, default_value = "default")]
         keyspace: String,
@@ -358,8 +381,15 @@ mod tests {
         assert_eq!(watch(&["kv", "watch"]), (None, None, None, "default".into()));
         assert_eq!(
             watch(&["kv", "watch", "--prefix", "a/", "--from", "12", "--keyspace", "ks"]),
-            (None, Some("a/".into()), Some(12), "ks".into())
+            (None, Some("a/".into()), Some(WatchFrom::Revision(12)), "ks".into())
         );
+        let cursor = Hlc { physical_ms: 1_700_000_000_000, logical: 3, node_id: 42 };
+        assert_eq!(
+            watch(&["kv", "watch", "k", "--keyspace", "ev", "--from", "1700000000000.3@42"]),
+            (Some("k".into()), None, Some(WatchFrom::Cursor(cursor)), "ev".into())
+        );
+        assert!(parse(&["kv", "watch", "--from", "soon"]).is_err());
+        assert!(parse(&["kv", "watch", "--from", "1.x@2"]).is_err());
         assert_eq!(watch(&["kv", "watch", "user/1"]), (Some("user/1".into()), None, None, "default".into()));
     }
 

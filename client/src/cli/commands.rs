@@ -8,7 +8,7 @@ use ledge_client::{Client, Code, Error, KeyValue, ReadOptions, ScanOptions, Watc
 use serde::Serialize;
 
 use super::{
-    args::{ClusterCommand, Command, KeyspaceCommand, KvCommand, Output, ReadArgs},
+    args::{ClusterCommand, Command, KeyspaceCommand, KvCommand, Output, ReadArgs, WatchFrom},
     render,
 };
 
@@ -177,7 +177,12 @@ async fn kv<W: Write>(client: &Client, command: KvCommand, printer: &mut Printer
                 Some(key) => WatchOptions::key(keyspace, key),
                 None => WatchOptions::prefix(keyspace, prefix.unwrap_or_default()),
             };
-            watch(client, options.from_revision(from.unwrap_or(0)), printer).await?;
+            let options = match from {
+                None => options,
+                Some(WatchFrom::Revision(revision)) => options.from_revision(revision),
+                Some(WatchFrom::Cursor(cursor)) => options.from_cursor(cursor),
+            };
+            watch(client, options, printer).await?;
         }
     }
     Ok(())
@@ -269,8 +274,8 @@ mod tests {
     }
 
     fn put(key: &str, revision: u64) -> WatchMessage {
-        let event = WatchEvent { kind: EventKind::Put, key: key.into(), value: b"v".to_vec(), revision };
-        WatchMessage::Events { revision, events: vec![event] }
+        let event = WatchEvent { kind: EventKind::Put, key: key.into(), value: b"v".to_vec(), revision, state: None };
+        WatchMessage::Events { revision, events: vec![event], cursor: None }
     }
 
     #[test]

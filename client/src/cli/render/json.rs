@@ -261,8 +261,12 @@ pub fn removed(id: u64, revision: u64) -> RemovedJson {
 pub enum WatchJson {
     /// A snapshot's header; its keys follow as `put` lines marked `"snapshot":true`.
     Snapshot {
-        /// The revision the snapshot reflects.
-        revision: u64,
+        /// The revision the snapshot reflects (strong keyspaces).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        revision: Option<u64>,
+        /// The stream position the snapshot reflects (eventual keyspaces).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cursor: Option<String>,
         /// How many `put` lines follow.
         count: usize,
     },
@@ -272,39 +276,55 @@ pub enum WatchJson {
     Delete(EventJson),
 }
 
-/// The fields of a `put` or `delete` line.
+/// The fields of a `put` or `delete` line: an entry's fields as a get prints them (`revision`
+/// on a strong keyspace; `hlc`, `kind` and `counter` or `members` on an eventual one), plus an
+/// eventual event's `cursor`.
 #[derive(Debug, Serialize)]
 pub struct EventJson {
-    key: String,
+    #[serde(flatten)]
+    kv: KvJson,
     #[serde(skip_serializing_if = "Option::is_none")]
-    key_base64: Option<String>,
-    value: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    value_base64: Option<String>,
-    revision: u64,
+    cursor: Option<String>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     snapshot: bool,
 }
 
-fn event_json(key: &[u8], value: &[u8], revision: u64, snapshot: bool) -> EventJson {
-    let (key, key_base64) = text(key);
-    let (value, value_base64) = text(value);
-    EventJson { key, key_base64, value, value_base64, revision, snapshot }
+/// A watched entry's line: a strong one shows only its `revision` beside key and value.
+fn event_json(entry: &KeyValue, cursor: Option<Hlc>, snapshot: bool) -> EventJson {
+    let mut fields = kv(entry);
+    if entry.hlc.is_none() {
+        fields.create_revision = None;
+        fields.version = None;
+    }
+    EventJson { kv: fields, cursor: hlc_text(cursor), snapshot }
 }
 
 /// The lines of one watch message: one per event, or for a snapshot a header line then one
-/// `put` line per key, carrying that key's own revision.
+/// `put` line per key, carrying that key's own revision (or timestamp).
 pub fn watch(message: &WatchMessage) -> Vec<WatchJson> {
     match message {
-        WatchMessage::Snapshot { revision, kvs } => {
-            let header = WatchJson::Snapshot { revision: *revision, count: kvs.len() };
-            let puts = kvs.iter().map(|kv| WatchJson::Put(event_json(&kv.key, &kv.value, kv.revision, true)));
+        WatchMessage::Snapshot { revision, kvs, cursor } => {
+            let header = WatchJson::Snapshot {
+                revision: cursor.is_none().then_some(*revision),
+                cursor: hlc_text(*cursor),
+                count: kvs.len(),
+            };
+            let puts = kvs.iter().map(|kv| WatchJson::Put(event_json(kv, None, true)));
             std::iter::once(header).chain(puts).collect()
         }
-        WatchMessage::Events { events, .. } => events
+        WatchMessage::Events { events, cursor, .. } => events
             .iter()
             .map(|event| {
-                let fields = event_json(&event.key, &event.value, event.revision, false);
+                let entry = match &event.state {
+                    Some(state) => state.clone(),
+                    None => KeyValue {
+                        key: event.key.clone(),
+                        value: event.value.clone(),
+                        revision: event.revision,
+                        ..KeyValue::default()
+                    },
+                };
+                let fields = event_json(&entry, *cursor, false);
                 match event.kind {
                     EventKind::Put => WatchJson::Put(fields),
                     EventKind::Delete => WatchJson::Delete(fields),
@@ -395,7 +415,7 @@ pub fn status(status: &NodeStatus) -> StatusJson {
 mod tests {
     use super::super::fixtures;
     use super::*;
-    use ledge_client::{Mode, Scope};
+    use ledge_client::{Mode, Scope, WatchEvent};
 
     fn line(value: impl Serialize) -> String {
         serde_json::to_string(&value).unwrap()
@@ -485,8 +505,30 @@ mod tests {
     }
 
     #[test]
+    fn eventual_watch_lines_carry_timestamps_and_cursors() {
+        let state = fixtures::counter(b"c", -3);
+        let cursor = Hlc { physical_ms: 1_700_000_000_001, logical: 0, node_id: 42 };
+        let event = WatchEvent {
+            kind: EventKind::Put,
+            key: b"c".to_vec(),
+            value: b"-3".to_vec(),
+            revision: 0,
+            state: Some(state.clone()),
+        };
+        let message = WatchMessage::Events { revision: 0, events: vec![event], cursor: Some(cursor) };
+        assert_eq!(
+            lines(&message),
+            [
+                r#"{"type":"put","key":"c","value":"-3","hlc":"1700000000000.3@42","kind":"counter","counter":-3,"cursor":"1700000000001.0@42"}"#
+            ]
+        );
+        let snapshot = WatchMessage::Snapshot { revision: 0, kvs: vec![state], cursor: Some(cursor) };
+        assert_eq!(lines(&snapshot)[0], r#"{"type":"snapshot","cursor":"1700000000001.0@42","count":1}"#);
+    }
+
+    #[test]
     fn watch_events_are_one_line_each() {
-        let events = WatchMessage::Events { revision: 8, events: fixtures::events(8) };
+        let events = WatchMessage::Events { revision: 8, events: fixtures::events(8), cursor: None };
         assert_eq!(
             lines(&events),
             [
@@ -498,8 +540,11 @@ mod tests {
 
     #[test]
     fn watch_snapshots_are_a_header_then_one_put_per_key() {
-        let snapshot =
-            WatchMessage::Snapshot { revision: 9, kvs: vec![fixtures::kv(b"a", b"1"), fixtures::kv(b"b", &[0xff])] };
+        let snapshot = WatchMessage::Snapshot {
+            revision: 9,
+            kvs: vec![fixtures::kv(b"a", b"1"), fixtures::kv(b"b", &[0xff])],
+            cursor: None,
+        };
         assert_eq!(
             lines(&snapshot),
             [
@@ -508,7 +553,7 @@ mod tests {
                 "{\"type\":\"put\",\"key\":\"b\",\"value\":\"\u{fffd}\",\"value_base64\":\"/w==\",\"revision\":7,\"snapshot\":true}",
             ]
         );
-        let empty = WatchMessage::Snapshot { revision: 3, kvs: Vec::new() };
+        let empty = WatchMessage::Snapshot { revision: 3, kvs: Vec::new(), cursor: None };
         assert_eq!(lines(&empty), [r#"{"type":"snapshot","revision":3,"count":0}"#]);
     }
 

@@ -76,8 +76,14 @@ mod fixtures {
     /// A put of `user/1` and a delete of `user/2`, both at `revision`.
     pub fn events(revision: u64) -> Vec<WatchEvent> {
         vec![
-            WatchEvent { kind: EventKind::Put, key: b"user/1".to_vec(), value: b"alice".to_vec(), revision },
-            WatchEvent { kind: EventKind::Delete, key: b"user/2".to_vec(), value: Vec::new(), revision },
+            WatchEvent {
+                kind: EventKind::Put,
+                key: b"user/1".to_vec(),
+                value: b"alice".to_vec(),
+                revision,
+                state: None,
+            },
+            WatchEvent { kind: EventKind::Delete, key: b"user/2".to_vec(), value: Vec::new(), revision, state: None },
         ]
     }
 

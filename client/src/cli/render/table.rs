@@ -183,22 +183,39 @@ pub fn removed(id: u64, revision: u64) -> String {
 /// One watch message, a line per event (`PUT key = value (rev N)`, `DELETE key (rev N)`), or
 /// for a snapshot a `SNAPSHOT at rev N: K keys` line and then each key, indented.
 pub fn watch(message: &WatchMessage) -> String {
+    // Strong entries are labelled with their revision, eventual ones with their timestamp.
+    let label = |kv: &KeyValue| match kv.hlc {
+        Some(hlc) => format!("hlc {hlc}"),
+        None => format!("rev {}", kv.revision),
+    };
     match message {
-        WatchMessage::Snapshot { revision, kvs } => {
+        WatchMessage::Snapshot { revision, kvs, cursor } => {
             let noun = if kvs.len() == 1 { "key" } else { "keys" };
-            let mut out = format!("SNAPSHOT at rev {revision}: {} {noun}\n", kvs.len());
+            let at = match cursor {
+                Some(cursor) => format!("cursor {cursor}"),
+                None => format!("rev {revision}"),
+            };
+            let mut out = format!("SNAPSHOT at {at}: {} {noun}\n", kvs.len());
             for kv in kvs {
-                out.push_str(&format!("  {} = {} (rev {})\n", text(&kv.key), text(&kv.value), kv.revision));
+                let value = if kv.hlc.is_some() { eventual_value(kv) } else { text(&kv.value) };
+                out.push_str(&format!("  {} = {} ({})\n", text(&kv.key), value, label(kv)));
             }
             out
         }
-        WatchMessage::Events { events, .. } => events
+        WatchMessage::Events { events, cursor, .. } => events
             .iter()
-            .map(|event| match event.kind {
-                EventKind::Put => {
-                    format!("PUT {} = {} (rev {})\n", text(&event.key), text(&event.value), event.revision)
+            .map(|event| {
+                let (value, mut at) = match &event.state {
+                    Some(state) => (eventual_value(state), label(state)),
+                    None => (text(&event.value), format!("rev {}", event.revision)),
+                };
+                if let Some(cursor) = cursor {
+                    at.push_str(&format!(", cursor {cursor}"));
                 }
-                EventKind::Delete => format!("DELETE {} (rev {})\n", text(&event.key), event.revision),
+                match event.kind {
+                    EventKind::Put => format!("PUT {} = {value} ({at})\n", text(&event.key)),
+                    EventKind::Delete => format!("DELETE {} ({at})\n", text(&event.key)),
+                }
             })
             .collect(),
     }
@@ -268,7 +285,7 @@ pub fn status(status: &NodeStatus) -> String {
 mod tests {
     use super::super::fixtures;
     use super::*;
-    use ledge_client::{Mode, Scope};
+    use ledge_client::{Hlc, Mode, Scope, WatchEvent};
 
     #[test]
     fn get_aligns_fields_and_escapes_control_characters() {
@@ -331,8 +348,28 @@ mod tests {
 
     #[test]
     fn watch_events_are_one_line_each() {
-        let events = WatchMessage::Events { revision: 8, events: fixtures::events(8) };
+        let events = WatchMessage::Events { revision: 8, events: fixtures::events(8), cursor: None };
         assert_eq!(watch(&events), "PUT user/1 = alice (rev 8)\nDELETE user/2 (rev 8)\n");
+    }
+
+    #[test]
+    fn eventual_watch_lines_show_timestamps_and_cursors() {
+        let state = fixtures::counter(b"c", -3);
+        let cursor = Hlc { physical_ms: 1_700_000_000_001, logical: 0, node_id: 42 };
+        let event = WatchEvent {
+            kind: EventKind::Put,
+            key: b"c".to_vec(),
+            value: b"-3".to_vec(),
+            revision: 0,
+            state: Some(state.clone()),
+        };
+        let message = WatchMessage::Events { revision: 0, events: vec![event], cursor: Some(cursor) };
+        assert_eq!(watch(&message), "PUT c = -3 (hlc 1700000000000.3@42, cursor 1700000000001.0@42)\n");
+        let snapshot = WatchMessage::Snapshot { revision: 0, kvs: vec![state], cursor: Some(cursor) };
+        assert_eq!(
+            watch(&snapshot),
+            "SNAPSHOT at cursor 1700000000001.0@42: 1 key\n  c = -3 (hlc 1700000000000.3@42)\n"
+        );
     }
 
     #[test]
@@ -340,11 +377,15 @@ mod tests {
         let snapshot = WatchMessage::Snapshot {
             revision: 9,
             kvs: vec![fixtures::kv(b"a", b"1"), fixtures::kv(b"b", b"two\nlines")],
+            cursor: None,
         };
         assert_eq!(watch(&snapshot), "SNAPSHOT at rev 9: 2 keys\n  a = 1 (rev 7)\n  b = two\\nlines (rev 7)\n");
-        let one = WatchMessage::Snapshot { revision: 9, kvs: vec![fixtures::kv(b"a", b"1")] };
+        let one = WatchMessage::Snapshot { revision: 9, kvs: vec![fixtures::kv(b"a", b"1")], cursor: None };
         assert!(watch(&one).starts_with("SNAPSHOT at rev 9: 1 key\n"));
-        assert_eq!(watch(&WatchMessage::Snapshot { revision: 2, kvs: Vec::new() }), "SNAPSHOT at rev 2: 0 keys\n");
+        assert_eq!(
+            watch(&WatchMessage::Snapshot { revision: 2, kvs: Vec::new(), cursor: None }),
+            "SNAPSHOT at rev 2: 0 keys\n"
+        );
     }
 
     #[test]
