@@ -248,7 +248,7 @@ impl Admin for AdminService {
             hlc: convert::hlc_opt(eventual.hlc),
             stable_hlc: convert::hlc_opt(eventual.stable),
             clock_drift_rejections: eventual.drift_rejections,
-            sync_links: self.replication.link_status(),
+            sync_links: self.replication.link_status().into_iter().map(crate::sync::link_status).collect(),
             memory_budget_bytes: self.node.memory().total(),
             memory: self.memory(),
             rss_bytes: ledge_store::rss_bytes(),

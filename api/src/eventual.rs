@@ -8,7 +8,7 @@
 //!    key's CRDT entry (checking its type) and commits it with its digest and change-log record in
 //!    one transaction, then waits for the group-commit flush: the write is durable here.
 //! 3. The push streams send it to every peer; for `quorum` and `all` the reply waits for their
-//!    acknowledgements ([`Replication::wait_acks`](crate::sync::Replication::wait_acks)).
+//!    acknowledgements ([`Replication::wait_acks`](ledge_crdt::Replication::wait_acks)).
 //! 4. The reply carries the HLC timestamp the write was made at.
 //!
 //! Reads at `one` answer from the local replica; at `quorum` they merge a majority's states and
@@ -16,16 +16,19 @@
 //! as its as-of metadata. Scans at `one` read the local replica; at `quorum` they merge the
 //! pages of a majority of replicas key by key.
 
+use tokio::sync::watch;
 use tokio::time::Instant;
-use tonic::Status;
+use tonic::{Response, Status};
 
-use ledge_crdt::{Op, Read, SpaceId};
+use ledge_crdt::{Op, Read, SpaceId, WriteLevel};
 use ledge_proto::v1 as pb;
 use ledge_store::KeyspaceDef;
 
 use crate::convert;
-use crate::kv::{KvService, ScanRange};
-use crate::sync::WriteLevel;
+use crate::engine::{Engine, WatchStream};
+use crate::kv::ScanRange;
+use crate::limits::Limits;
+use crate::sync::{shortfall_status, Replication};
 
 /// The write level a request asks for on an eventual keyspace (unspecified means `one`).
 fn write_level(raw: i32) -> Result<WriteLevel, Status> {
@@ -58,8 +61,16 @@ fn quorum_read(options: Option<pb::ReadOptions>) -> Result<bool, Status> {
     }
 }
 
-impl KvService {
-    pub(crate) fn space(def: &KeyspaceDef) -> SpaceId {
+/// Serves eventual keyspaces.
+pub(crate) struct EventualEngine {
+    pub(crate) node_id: u64,
+    pub(crate) replication: Replication,
+    pub(crate) limits: Limits,
+    pub(crate) stopping: watch::Receiver<bool>,
+}
+
+impl EventualEngine {
+    fn space(def: &KeyspaceDef) -> SpaceId {
         SpaceId::from(def)
     }
 
@@ -67,7 +78,7 @@ impl KvService {
     fn eventual_as_of(&self, replicas: u32) -> Result<pb::AsOf, Status> {
         let replica = self.replication.replica();
         Ok(pb::AsOf {
-            node_id: self.node.id(),
+            node_id: self.node_id,
             hlc: Some(convert::hlc(replica.hlc().latest())),
             stable_hlc: convert::hlc_opt(replica.stable().map_err(convert::crdt_status)?),
             replicas,
@@ -86,51 +97,58 @@ impl KvService {
         let level = write_level(level)?;
         let applied =
             self.replication.replica().apply(&Self::space(def), key, op).await.map_err(convert::crdt_status)?;
-        self.replication.wait_acks(applied.seq, level, deadline).await?;
+        self.replication.wait_acks(applied.seq, level, deadline).await.map_err(shortfall_status)?;
         Ok(applied)
     }
+}
 
-    pub(crate) async fn eventual_put(
+#[tonic::async_trait]
+impl Engine for EventualEngine {
+    async fn put(
         &self,
         def: &KeyspaceDef,
         req: pb::PutRequest,
         deadline: Instant,
-    ) -> Result<pb::PutResponse, Status> {
+    ) -> Result<Response<pb::PutResponse>, Status> {
         let applied = self.eventual_write(def, &req.key, Op::Put(req.value), req.level, deadline).await?;
-        Ok(pb::PutResponse { revision: 0, hlc: Some(convert::hlc(applied.ts)) })
+        Ok(Response::new(pb::PutResponse { revision: 0, hlc: Some(convert::hlc(applied.ts)) }))
     }
 
-    pub(crate) async fn eventual_delete(
+    async fn delete(
         &self,
         def: &KeyspaceDef,
         req: pb::DeleteRequest,
         deadline: Instant,
-    ) -> Result<pb::DeleteResponse, Status> {
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
         let applied = self.eventual_write(def, &req.key, Op::Delete, req.level, deadline).await?;
-        Ok(pb::DeleteResponse { revision: 0, deleted: applied.existed, hlc: Some(convert::hlc(applied.ts)) })
+        Ok(Response::new(pb::DeleteResponse {
+            revision: 0,
+            deleted: applied.existed,
+            hlc: Some(convert::hlc(applied.ts)),
+        }))
     }
 
-    pub(crate) async fn eventual_increment(
+    async fn increment(
         &self,
         def: &KeyspaceDef,
         req: pb::IncrementRequest,
         deadline: Instant,
-    ) -> Result<pb::IncrementResponse, Status> {
+    ) -> Result<Response<pb::IncrementResponse>, Status> {
         let applied = self.eventual_write(def, &req.key, Op::Add(req.delta), req.level, deadline).await?;
         let value = match applied.entry.read() {
             Read::Counter(n) => n,
             _ => 0,
         };
-        Ok(pb::IncrementResponse { hlc: Some(convert::hlc(applied.ts)), value })
+        Ok(Response::new(pb::IncrementResponse { hlc: Some(convert::hlc(applied.ts)), value }))
     }
 
-    pub(crate) async fn eventual_set(
+    async fn set(
         &self,
         def: &KeyspaceDef,
         req: pb::SetRequest,
         add: bool,
         deadline: Instant,
-    ) -> Result<pb::SetResponse, Status> {
+    ) -> Result<Response<pb::SetResponse>, Status> {
         self.limits.key(&req.key)?;
         self.limits.value(&req.member).map_err(|s| Status::new(s.code(), s.message().replace("value", "member")))?;
         let op = if add { Op::SetAdd(req.member) } else { Op::SetRemove(req.member) };
@@ -139,18 +157,18 @@ impl KvService {
             Read::Set(members) => members.len() as u64,
             _ => 0,
         };
-        Ok(pb::SetResponse { hlc: Some(convert::hlc(applied.ts)), size })
+        Ok(Response::new(pb::SetResponse { hlc: Some(convert::hlc(applied.ts)), size }))
     }
 
     /// A batch of puts, deletes and increments, applied atomically on this node (all or none)
     /// and spread like any eventual write. Conditions need a single order of writes, which an
     /// eventual keyspace does not have: a batch with any is refused.
-    pub(crate) async fn eventual_batch(
+    async fn batch(
         &self,
         def: &KeyspaceDef,
         req: pb::BatchRequest,
         deadline: Instant,
-    ) -> Result<pb::BatchResponse, Status> {
+    ) -> Result<Response<pb::BatchResponse>, Status> {
         if !req.conditions.is_empty() {
             return Err(Status::invalid_argument(format!(
                 "keyspace \"{}\" is eventual: a batch there applies its operations without conditions \
@@ -180,45 +198,48 @@ impl KvService {
             return Err(Status::invalid_argument("batch has no operations"));
         };
         let seqs: Vec<u64> = applied.iter().map(|a| a.seq).collect();
-        self.replication.wait_acks_all(&seqs, level, deadline).await?;
-        Ok(pb::BatchResponse {
+        self.replication.wait_acks_all(&seqs, level, deadline).await.map_err(shortfall_status)?;
+        Ok(Response::new(pb::BatchResponse {
             succeeded: true,
             revision: 0,
             failed_conditions: Vec::new(),
             hlc: Some(convert::hlc(last.ts)),
-        })
+        }))
     }
 
-    pub(crate) async fn eventual_get(
+    async fn get(
         &self,
         def: &KeyspaceDef,
         req: pb::GetRequest,
         deadline: Instant,
-    ) -> Result<pb::GetResponse, Status> {
+    ) -> Result<Response<pb::GetResponse>, Status> {
         let space = Self::space(def);
         let (entry, replicas) = if quorum_read(req.options)? {
-            let read = self.replication.read_quorum(&space, &req.key, deadline).await?;
+            let read = self.replication.read_quorum(&space, &req.key, deadline).await.map_err(convert::crdt_status)?;
             (read.entry, read.replicas)
         } else {
             (self.replication.replica().get(&space, &req.key).map_err(convert::crdt_status)?, 1)
         };
         let kv = entry.filter(|e| !e.is_deleted()).map(|e| convert::eventual_kv(req.key, &e, false));
-        Ok(pb::GetResponse { kv, as_of: Some(self.eventual_as_of(replicas)?) })
+        Ok(Response::new(pb::GetResponse { kv, as_of: Some(self.eventual_as_of(replicas)?) }))
     }
 
-    pub(crate) async fn eventual_scan(
+    async fn scan(
         &self,
         def: &KeyspaceDef,
         req: pb::ScanRequest,
         range: ScanRange,
         limit: usize,
         deadline: Instant,
-    ) -> Result<pb::ScanResponse, Status> {
+    ) -> Result<Response<pb::ScanResponse>, Status> {
         // The present keys, where a cut-short page goes on (the last key walked, or the last
         // one every replica's answer covered), and how many replicas were merged.
         let (rows, resume_after, replicas) = if quorum_read(req.options)? {
-            let scan =
-                self.replication.scan_quorum(&Self::space(def), range.start, range.end, limit + 1, deadline).await?;
+            let scan = self
+                .replication
+                .scan_quorum(&Self::space(def), range.start, range.end, limit + 1, deadline)
+                .await
+                .map_err(convert::crdt_status)?;
             (scan.rows, scan.complete_to, scan.replicas)
         } else {
             let (rows, walked_to) = self
@@ -237,7 +258,25 @@ impl KvService {
             next_page_token = crate::limits::page_token(&after);
         }
         let kvs = rows.into_iter().map(|(_, kv)| kv).collect();
-        Ok(pb::ScanResponse { kvs, next_page_token, as_of: Some(self.eventual_as_of(replicas)?) })
+        Ok(Response::new(pb::ScanResponse { kvs, next_page_token, as_of: Some(self.eventual_as_of(replicas)?) }))
+    }
+
+    fn watch(&self, def: KeyspaceDef, req: pb::WatchRequest) -> Result<WatchStream, Status> {
+        if req.from_revision > 0 {
+            return Err(Status::invalid_argument(format!(
+                "keyspace \"{}\" is eventual: a watch there resumes from a cursor (from_cursor), not a revision",
+                def.name
+            )));
+        }
+        Ok(crate::watch::start_eventual(
+            self.replication.replica().clone(),
+            Self::space(&def),
+            req.key,
+            req.prefix,
+            req.from_cursor.map(convert::timestamp),
+            self.limits.watch_stall,
+            self.stopping.clone(),
+        ))
     }
 }
 

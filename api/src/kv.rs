@@ -1,38 +1,34 @@
 //! The `Kv` gRPC service.
 //!
-//! Every request first names its keyspace; the catalog says whether it is strong or eventual,
-//! and the request is served by that side. Options of the other side are refused with
-//! `InvalidArgument` rather than ignored.
-//!
-//! Life of a strong put: validate the keyspace name, key and value (nothing invalid reaches
-//! Raft); propose a one-operation `Batch` command; once openraft has committed and applied it,
-//! reply with its revision. Gets and scans first make the local state ready at the requested
-//! consistency ([`read::prepare`]) and then read the state machine. Eventual keyspaces are served
-//! by [`crate::eventual`].
+//! Every request first names its keyspace; the service checks what all requests share (the
+//! request's size, the keyspace name, the key and value limits) and hands the request to the
+//! engine of the keyspace's mode ([`Engine`]): [`crate::strong`] for strong keyspaces (the Raft
+//! group), [`crate::eventual`] for eventual ones (the local replica and its replication).
+//! Options of the other side are refused there with `InvalidArgument` rather than ignored.
 
 use std::ops::Bound;
 
-use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
 use ledge_consensus::Node;
 use ledge_proto::v1 as pb;
 use ledge_proto::v1::kv_server::Kv;
-use ledge_store::{keycode, BatchOutcome, Command, KeyspaceDef, Mode, Op};
+use ledge_store::{keycode, KeyspaceDef, Mode};
 
 use crate::convert;
 use crate::deadline;
+use crate::engine::Engine;
+use crate::eventual::EventualEngine;
 use crate::limits::{self, Limits};
-use crate::read;
+use crate::strong::StrongEngine;
 use crate::sync::Replication;
 
 /// Serves `ledge.v1.Kv`.
-#[derive(Clone)]
 pub struct KvService {
-    pub(crate) node: Node,
-    pub(crate) replication: Replication,
-    pub(crate) limits: Limits,
-    stopping: tokio::sync::watch::Receiver<bool>,
+    node: Node,
+    limits: Limits,
+    strong: StrongEngine,
+    eventual: EventualEngine,
 }
 
 /// A scan's key range: where it starts and where it ends (exclusive, `None`: no bound).
@@ -50,7 +46,17 @@ impl KvService {
         limits: Limits,
         stopping: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
-        Self { node, replication, limits, stopping }
+        let strong = StrongEngine { node: node.clone(), limits, stopping: stopping.clone() };
+        let eventual = EventualEngine { node_id: node.id(), replication, limits, stopping };
+        Self { node, limits, strong, eventual }
+    }
+
+    /// The engine serving keyspace `def`.
+    fn engine(&self, def: &KeyspaceDef) -> &dyn Engine {
+        match def.mode {
+            Mode::Strong => &self.strong,
+            Mode::Eventual => &self.eventual,
+        }
     }
 
     /// The definition of the keyspace a request names.
@@ -91,60 +97,11 @@ impl KvService {
         };
         Ok(ScanRange { start, end: upper })
     }
-
-    async fn batch_command(
-        &self,
-        keyspace: &str,
-        conditions: Vec<ledge_store::Condition>,
-        ops: Vec<Op>,
-        id: Option<pb::RequestId>,
-        deadline: Instant,
-    ) -> Result<BatchOutcome, Status> {
-        let command = Command::Batch { keyspace: keyspace.to_string(), conditions, ops };
-        let request = ledge_store::Request { id: convert::request_id(id)?, command };
-        match self.node.write_until(request, deadline).await.map_err(convert::status)? {
-            (_, ledge_store::Response::Batch(outcome)) => Ok(outcome),
-            (rev, other) => Err(Status::internal(format!("unexpected result at revision {rev}: {other:?}"))),
-        }
-    }
-
-    /// The reply to a strong write; a follower (which forwarded the write) names the leader in
-    /// the `ledge-leader-addr` metadata so the client sends its next writes there.
-    fn answered<T>(&self, reply: T) -> Response<T> {
-        let mut response = Response::new(reply);
-        if let Some((id, addr)) = self.node.leader().filter(|(id, _)| *id != self.node.id()) {
-            response.metadata_mut().insert(convert::LEADER_ID, id.into());
-            if let Ok(addr) = addr.parse() {
-                response.metadata_mut().insert(convert::LEADER_ADDR, addr);
-            }
-        }
-        response
-    }
-
-    fn check_write_level(level: i32) -> Result<(), Status> {
-        match pb::WriteLevel::try_from(level) {
-            Ok(pb::WriteLevel::Unspecified) => Ok(()),
-            Ok(_) => Err(Status::invalid_argument(
-                "write level applies to eventual keyspaces; strong writes are always committed by a majority",
-            )),
-            Err(_) => Err(Status::invalid_argument(format!("unknown write level {level}"))),
-        }
-    }
-
-    fn eventual_only(def: &KeyspaceDef, what: &str) -> Result<(), Status> {
-        match def.mode {
-            Mode::Eventual => Ok(()),
-            Mode::Strong => Err(Status::invalid_argument(format!(
-                "{what} apply to eventual keyspaces; keyspace \"{}\" is strong",
-                def.name
-            ))),
-        }
-    }
 }
 
 #[tonic::async_trait]
 impl Kv for KvService {
-    type WatchStream = tokio_stream::wrappers::ReceiverStream<Result<pb::WatchResponse, Status>>;
+    type WatchStream = crate::engine::WatchStream;
 
     async fn watch(&self, req: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
         self.limits.request("watch", prost::Message::encoded_len(req.get_ref()))?;
@@ -155,42 +112,7 @@ impl Kv for KvService {
         } else if req.key.len() > self.limits.max_key {
             return Err(Status::resource_exhausted("watch prefix is longer than the key limit"));
         }
-        let stream = if def.mode == Mode::Eventual {
-            if req.from_revision > 0 {
-                return Err(Status::invalid_argument(format!(
-                    "keyspace \"{}\" is eventual: a watch there resumes from a cursor (from_cursor), \
-                     not a revision",
-                    def.name
-                )));
-            }
-            crate::watch::start_eventual(
-                self.replication.replica().clone(),
-                Self::space(&def),
-                req.key,
-                req.prefix,
-                req.from_cursor.map(convert::timestamp),
-                self.limits.watch_stall,
-                self.stopping.clone(),
-            )
-        } else {
-            if req.from_cursor.is_some() {
-                return Err(Status::invalid_argument(format!(
-                    "keyspace \"{}\" is strong: a watch there starts from a revision (from_revision), \
-                     not a cursor",
-                    def.name
-                )));
-            }
-            crate::watch::start(
-                self.node.clone(),
-                def.name,
-                req.key,
-                req.prefix,
-                req.from_revision,
-                self.limits.watch_stall,
-                self.stopping.clone(),
-            )
-        };
-        Ok(Response::new(stream))
+        Ok(Response::new(self.engine(&def).watch(def, req)?))
     }
 
     async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
@@ -200,14 +122,7 @@ impl Kv for KvService {
         let def = self.keyspace(&req.keyspace)?;
         self.limits.key(&req.key)?;
         self.limits.value(&req.value)?;
-        if def.mode == Mode::Eventual {
-            return Ok(Response::new(self.eventual_put(&def, req, deadline).await?));
-        }
-        Self::check_write_level(req.level)?;
-        let outcome = self
-            .batch_command(&def.name, Vec::new(), vec![Op::Put(req.key, req.value)], req.request_id, deadline)
-            .await?;
-        Ok(self.answered(pb::PutResponse { revision: outcome.revision, hlc: None }))
+        self.engine(&def).put(&def, req, deadline).await
     }
 
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
@@ -216,12 +131,7 @@ impl Kv for KvService {
         let req = req.into_inner();
         let def = self.keyspace(&req.keyspace)?;
         self.limits.key(&req.key)?;
-        if def.mode == Mode::Eventual {
-            return Ok(Response::new(self.eventual_get(&def, req, deadline).await?));
-        }
-        let as_of = read::prepare(&self.node, req.options, deadline).await?;
-        let kv = self.node.state().get(&def.name, &req.key).map_err(convert::store_status)?;
-        Ok(Response::new(pb::GetResponse { kv: kv.map(|v| convert::key_value(req.key, v, false)), as_of: Some(as_of) }))
+        self.engine(&def).get(&def, req, deadline).await
     }
 
     async fn delete(&self, req: Request<pb::DeleteRequest>) -> Result<Response<pb::DeleteResponse>, Status> {
@@ -230,13 +140,7 @@ impl Kv for KvService {
         let req = req.into_inner();
         let def = self.keyspace(&req.keyspace)?;
         self.limits.key(&req.key)?;
-        if def.mode == Mode::Eventual {
-            return Ok(Response::new(self.eventual_delete(&def, req, deadline).await?));
-        }
-        Self::check_write_level(req.level)?;
-        let outcome =
-            self.batch_command(&def.name, Vec::new(), vec![Op::Delete(req.key)], req.request_id, deadline).await?;
-        Ok(self.answered(pb::DeleteResponse { revision: outcome.revision, deleted: outcome.deleted > 0, hlc: None }))
+        self.engine(&def).delete(&def, req, deadline).await
     }
 
     async fn scan(&self, req: Request<pb::ScanRequest>) -> Result<Response<pb::ScanResponse>, Status> {
@@ -246,19 +150,7 @@ impl Kv for KvService {
         let def = self.keyspace(&req.keyspace)?;
         let limit = self.limits.scan_limit(req.limit)?;
         let range = self.scan_range(&req)?;
-        if def.mode == Mode::Eventual {
-            return Ok(Response::new(self.eventual_scan(&def, req, range, limit, deadline).await?));
-        }
-        let as_of = read::prepare(&self.node, req.options, deadline).await?;
-        // One extra entry tells whether another page follows.
-        let mut rows = self
-            .node
-            .state()
-            .scan_bytes(&def.name, range.start, range.end, limit + 1, self.limits.max_request)
-            .map_err(convert::store_status)?;
-        let next_page_token = self.limits.page(&mut rows, limit, |(k, v)| v.row_bytes(k));
-        let kvs = rows.into_iter().map(|(k, v)| convert::key_value(k, v, req.keys_only)).collect();
-        Ok(Response::new(pb::ScanResponse { kvs, next_page_token, as_of: Some(as_of) }))
+        self.engine(&def).scan(&def, req, range, limit, deadline).await
     }
 
     async fn batch(&self, req: Request<pb::BatchRequest>) -> Result<Response<pb::BatchResponse>, Status> {
@@ -267,36 +159,7 @@ impl Kv for KvService {
         let req = req.into_inner();
         let def = self.keyspace(&req.keyspace)?;
         self.limits.batch(req.ops.len(), req.conditions.len())?;
-        if def.mode == Mode::Eventual {
-            return Ok(Response::new(self.eventual_batch(&def, req, deadline).await?));
-        }
-        if req.level != 0 {
-            return Err(Status::invalid_argument(
-                "write levels apply to eventual keyspaces; a strong batch is acknowledged once a majority applied it",
-            ));
-        }
-        let mut conditions = Vec::with_capacity(req.conditions.len());
-        for (i, c) in req.conditions.into_iter().enumerate() {
-            self.limits.key(&c.key).map_err(|s| Status::new(s.code(), format!("condition {i}: {}", s.message())))?;
-            conditions.push(convert::condition(c, i)?);
-        }
-        let mut ops = Vec::with_capacity(req.ops.len());
-        for (i, o) in req.ops.into_iter().enumerate() {
-            let op = convert::op(o, i)?;
-            let named = |s: Status| Status::new(s.code(), format!("operation {i}: {}", s.message()));
-            self.limits.key(op.key()).map_err(named)?;
-            if let Op::Put(_, v) = &op {
-                self.limits.value(v).map_err(named)?;
-            }
-            ops.push(op);
-        }
-        let outcome = self.batch_command(&def.name, conditions, ops, req.request_id, deadline).await?;
-        Ok(self.answered(pb::BatchResponse {
-            hlc: None,
-            succeeded: outcome.succeeded,
-            revision: outcome.revision,
-            failed_conditions: outcome.failed_conditions,
-        }))
+        self.engine(&def).batch(&def, req, deadline).await
     }
 
     async fn increment(&self, req: Request<pb::IncrementRequest>) -> Result<Response<pb::IncrementResponse>, Status> {
@@ -304,26 +167,26 @@ impl Kv for KvService {
         let deadline = deadline::for_request(req.metadata(), self.node.request_timeout());
         let req = req.into_inner();
         let def = self.keyspace(&req.keyspace)?;
-        Self::eventual_only(&def, "counter increments")?;
         self.limits.key(&req.key)?;
-        Ok(Response::new(self.eventual_increment(&def, req, deadline).await?))
+        self.engine(&def).increment(&def, req, deadline).await
     }
 
     async fn set_add(&self, req: Request<pb::SetRequest>) -> Result<Response<pb::SetResponse>, Status> {
-        self.limits.request("set add", prost::Message::encoded_len(req.get_ref()))?;
-        let deadline = deadline::for_request(req.metadata(), self.node.request_timeout());
-        let req = req.into_inner();
-        let def = self.keyspace(&req.keyspace)?;
-        Self::eventual_only(&def, "set operations")?;
-        Ok(Response::new(self.eventual_set(&def, req, true, deadline).await?))
+        self.set(req, true).await
     }
 
     async fn set_remove(&self, req: Request<pb::SetRequest>) -> Result<Response<pb::SetResponse>, Status> {
-        self.limits.request("set remove", prost::Message::encoded_len(req.get_ref()))?;
+        self.set(req, false).await
+    }
+}
+
+impl KvService {
+    async fn set(&self, req: Request<pb::SetRequest>, add: bool) -> Result<Response<pb::SetResponse>, Status> {
+        let what = if add { "set add" } else { "set remove" };
+        self.limits.request(what, prost::Message::encoded_len(req.get_ref()))?;
         let deadline = deadline::for_request(req.metadata(), self.node.request_timeout());
         let req = req.into_inner();
         let def = self.keyspace(&req.keyspace)?;
-        Self::eventual_only(&def, "set operations")?;
-        Ok(Response::new(self.eventual_set(&def, req, false, deadline).await?))
+        self.engine(&def).set(&def, req, add, deadline).await
     }
 }

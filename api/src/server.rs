@@ -18,7 +18,8 @@ use crate::admin::AdminService;
 use crate::config::{Config, Role};
 use crate::kv::KvService;
 use crate::limits::Limits;
-use crate::sync::{Replication, SyncOptions, SyncService};
+use crate::sync::{GrpcTransport, NodeMembership, Replication, SyncService};
+use ledge_crdt::SyncOptions;
 
 /// How long in-flight requests may run after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
@@ -166,7 +167,9 @@ where
         log_keep: config.sync_log_keep,
         watch_keep: config.log_keep.unwrap_or(RaftTuning::default().change_retention),
     };
-    let replication = Replication::start(node.clone(), replica.clone(), env.dialer.clone(), sync, stop.subscribe());
+    let transport = GrpcTransport::new(env.dialer.clone());
+    let membership = NodeMembership::new(node.clone());
+    let replication = Replication::start(replica.clone(), transport, membership, sync, stop.subscribe());
 
     let (mut health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<KvServer<KvService>>().await;

@@ -1,8 +1,10 @@
 //! Ledge's eventual keyspaces: a hybrid logical clock, the CRDT values stored under each key, the
-//! replica that keeps them in `ledge-store`, and the sync protocol between replicas. No
-//! networking: [`sync`] defines the messages and the session logic over a [`sync::Remote`], and
-//! `api/` carries them over gRPC. Everything here is deterministic given its inputs; physical
-//! time comes in through the injected [`Clock`].
+//! replica that keeps them in `ledge-store`, the sync protocol between replicas, and the
+//! replication engine that runs it ([`replication`]: push streams, anti-entropy rounds, write
+//! levels, quorum reads). No networking of its own: [`sync`] defines the messages and the
+//! session logic over a [`sync::Remote`], the engine reaches peers through an injected
+//! [`replication::Transport`], and `api/` carries the messages over gRPC. Everything here is
+//! deterministic given its inputs; physical time comes in through the injected [`Clock`].
 //!
 //! # The model
 //!
@@ -93,6 +95,7 @@ pub mod hlc;
 mod lww;
 mod marks;
 mod replica;
+pub mod replication;
 mod set;
 mod stream;
 pub mod sync;
@@ -107,6 +110,7 @@ pub use lww::Lww;
 pub use replica::{
     Applied, Merged, RangePage, Replica, ReplicaStatus, ScanPage, DEFAULT_MAX_ENTRY_BYTES, MERGE_CHUNK, SCAN_WALK,
 };
+pub use replication::{QuorumRead, QuorumScan, Replication, Shortfall, SyncOptions, WriteLevel};
 pub use set::Set;
 pub use stream::{StreamChange, StreamPage};
 pub use value::{Digest, Kind, Op, Read, Value};

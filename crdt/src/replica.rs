@@ -651,4 +651,4 @@ impl Replica {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

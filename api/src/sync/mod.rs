@@ -1,579 +1,108 @@
-//! Replication of eventual keyspaces inside a region.
-//!
-//! Every node of the region holds a replica of every eventual keyspace (`ledge_crdt::Replica`)
-//! and talks to every other member over the internal `ledge.v1.Sync` service. The peers are the
-//! members of the region's Raft group, read from the node's membership every half second: the
-//! catalog and the membership are Raft's, the data is not, so a partitioned node keeps taking
-//! eventual writes while knowing whom to sync with once it can.
-//!
-//! - **Push** (`push.rs`): each write is sent to every peer as soon as it is durable; a peer's
-//!   acknowledgement is its push cursor.
-//! - **Write levels**: `one` returns once the write is durable here; `quorum` and `all` then wait
-//!   until that many members (this one included) hold it ([`Replication::wait_acks`]). When the
-//!   deadline passes first, the reply is `Unavailable` saying how many nodes store it: the write
-//!   is kept and keeps spreading.
-//! - **Anti-entropy** (`ledge_crdt::sync`): every `--anti-entropy-ms` (and at once when a peer
-//!   answers again after failures, or a push stream fell behind the change log) this node runs a
-//!   session with each peer in turn (a replica is in one session at a time; a busy peer is
-//!   skipped until the next round). Sessions repair whatever pushes missed and exchange the
-//!   watermarks that let tombstones be collected, which happens after each round.
-//! - **Quorum reads** ([`Replication::read_quorum`]): fetch the key from the peers, merge a
-//!   majority's states (this node's included), and write the merged state back to the replicas
-//!   that were behind.
-//! - **Housekeeping**: the change log is trimmed up to the slowest peer's cursor, and never keeps
-//!   more than `--sync-log-keep` records: a peer further behind catches up by anti-entropy. It
-//!   always keeps the last `--log-keep` records (10,000 by default), the history that watches
-//!   on eventual keyspaces resume from.
+//! The gRPC side of eventual replication: the `Sync` service that hands peers' messages to the
+//! local replica ([`SyncService`]), and the transport and membership the replication engine
+//! (`crdt/src/replication/`) is started with: links over gRPC channels from the node's dialer
+//! ([`GrpcTransport`]), and the region's members as the Raft group knows them
+//! ([`NodeMembership`]).
 
-mod push;
 mod remote;
 mod service;
 
-use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
-use futures::stream::{FuturesUnordered, StreamExt};
-use tokio::sync::{watch, Notify};
-use tokio::time::Instant;
+use openraft::LogId;
+use tokio::sync::watch;
 use tonic::Status;
 
-use ledge_consensus::{Dialer, Node};
-use ledge_crdt::sync::{anti_entropy, Remote, Request, Response, Shipped};
-use ledge_crdt::{Entry, Replica, SpaceId};
+use ledge_consensus::{Dialer, Node, TypeConfig};
+use ledge_crdt::replication::{LinkStatus, Membership, Transport};
+use ledge_crdt::Shortfall;
 use ledge_proto::v1 as pb;
 
 use crate::convert;
-use push::Link;
 pub use remote::GrpcRemote;
 pub use service::SyncService;
 
-/// How often the membership, the links and the change log are looked at.
-const HOUSEKEEPING: Duration = Duration::from_millis(500);
+/// A node's replication engine, over gRPC.
+pub type Replication = ledge_crdt::Replication<GrpcTransport>;
 
-/// How many region members must hold an eventual write before it is acknowledged.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum WriteLevel {
-    /// This node, durably.
-    One,
-    /// A majority of the members.
-    Quorum,
-    /// Every member.
-    All,
-}
-
-impl WriteLevel {
-    fn needed(self, members: usize) -> usize {
-        match self {
-            WriteLevel::One => 1,
-            WriteLevel::Quorum => members / 2 + 1,
-            WriteLevel::All => members,
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            WriteLevel::One => "one",
-            WriteLevel::Quorum => "quorum",
-            WriteLevel::All => "all",
-        }
-    }
-}
-
-/// Replication settings.
-#[derive(Debug, Clone)]
-pub struct SyncOptions {
-    /// Pause between anti-entropy rounds.
-    pub anti_entropy_interval: Duration,
-    /// Deadline of one sync call to a peer.
-    pub call_timeout: Duration,
-    /// Most change-log records kept for peers that have not acknowledged them.
-    pub log_keep: u64,
-    /// Fewest change-log records kept whatever the peers acknowledged: the history that
-    /// watches resume from exactly (`--log-keep`, as for strong keyspaces' watch history).
-    pub watch_keep: u64,
-}
-
-/// A merged read from a majority of replicas.
-#[derive(Debug, Clone)]
-pub struct QuorumRead {
-    /// The merged entry, if any replica holds the key.
-    pub entry: Option<Entry>,
-    /// How many replicas' states were merged.
-    pub replicas: u32,
-}
-
-/// A merged scan page from a majority of replicas.
-#[derive(Debug, Clone)]
-pub struct QuorumScan {
-    /// Present keys in order, each with its merged entry.
-    pub rows: Vec<(Vec<u8>, Entry)>,
-    /// When an answer was cut short: the last key every answer covered; a next page starts
-    /// after it.
-    pub complete_to: Option<Vec<u8>>,
-    /// How many replicas' answers were merged.
-    pub replicas: u32,
-}
-
-/// The replication machinery of one node. Cheap to clone.
-#[derive(Clone)]
-pub struct Replication {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    node: Node,
-    replica: Replica,
+/// Links to peers over gRPC channels from the node's dialer.
+pub struct GrpcTransport {
     dialer: Arc<dyn Dialer>,
-    options: SyncOptions,
-    /// Peer id → link. Held only for short, non-async sections.
-    links: Mutex<BTreeMap<u64, Arc<Link>>>,
-    /// Wakes anti-entropy early.
-    kick: Arc<Notify>,
 }
 
-impl Replication {
-    /// Starts replicating `replica` with the other members of `node`'s region, until `stopping`
-    /// turns true.
-    pub fn start(
-        node: Node,
-        replica: Replica,
-        dialer: Arc<dyn Dialer>,
-        options: SyncOptions,
-        stopping: watch::Receiver<bool>,
-    ) -> Self {
-        let replication = Self {
-            inner: Arc::new(Inner {
-                node,
-                replica,
-                dialer,
-                options,
-                links: Mutex::default(),
-                kick: Arc::new(Notify::new()),
-            }),
-        };
-        replication.sync_links();
-        tokio::spawn(replication.clone().housekeeping(stopping.clone()));
-        tokio::spawn(replication.clone().anti_entropy_rounds(stopping));
-        replication
+impl GrpcTransport {
+    /// A transport dialing through `dialer`.
+    pub fn new(dialer: Arc<dyn Dialer>) -> Self {
+        Self { dialer }
+    }
+}
+
+impl Transport for GrpcTransport {
+    type Peer = GrpcRemote;
+
+    fn connect(&self, from: u64, peer: u64, address: &str, timeout: Duration) -> Result<GrpcRemote, ledge_crdt::Error> {
+        let channel = self.dialer.channel(address).map_err(|e| ledge_crdt::Error::Unavailable(e.to_string()))?;
+        Ok(GrpcRemote::new(from, peer, address.to_string(), channel, timeout))
+    }
+}
+
+/// The region's members, as this node's Raft group knows them.
+pub struct NodeMembership {
+    node: Node,
+    metrics: watch::Receiver<openraft::RaftMetrics<u64, <TypeConfig as openraft::RaftTypeConfig>::Node>>,
+    seen: Option<Option<LogId<u64>>>,
+}
+
+impl NodeMembership {
+    /// The members of `node`'s region.
+    pub fn new(node: Node) -> Self {
+        let metrics = node.raft().metrics();
+        Self { node, metrics, seen: None }
+    }
+}
+
+impl Membership for NodeMembership {
+    fn members(&self) -> (u64, Vec<(u64, String)>) {
+        let status = self.node.status();
+        (status.id, status.members.into_iter().map(|(id, address, ..)| (id, address)).collect())
     }
 
-    /// The local replica.
-    pub fn replica(&self) -> &Replica {
-        &self.inner.replica
-    }
-
-    fn lock_links(&self) -> MutexGuard<'_, BTreeMap<u64, Arc<Link>>> {
-        // Each update of the map is one insert or removal, so a panic elsewhere cannot leave it
-        // half-changed.
-        self.inner.links.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn links(&self) -> Vec<Arc<Link>> {
-        self.lock_links().values().cloned().collect()
-    }
-
-    /// The links to the region's other members, and how many members the region has (this node
-    /// included): a member without an open link counts, and holds nothing this node sent.
-    fn member_links(&self) -> (Vec<Arc<Link>>, usize) {
-        let me = self.inner.replica.node();
-        let peers: Vec<u64> = self.inner.replica.members().into_iter().filter(|id| *id != me).collect();
-        let links = self.lock_links();
-        (peers.iter().filter_map(|id| links.get(id).cloned()).collect(), peers.len() + 1)
-    }
-
-    /// Opens links to new members and closes those to departed ones.
-    fn sync_links(&self) {
-        let status = self.inner.node.status();
-        if status.members.is_empty() {
-            return; // not part of an initialized region yet: nobody to sync with
-        }
-        let me = status.id;
-        self.inner.replica.set_members(status.members.iter().map(|(id, ..)| *id).collect());
-        let mut links = self.lock_links();
-        links.retain(|id, link| {
-            let keep = status.members.iter().any(|(m, address, ..)| m == id && address == link.remote.address());
-            if !keep {
-                link.stop();
-            }
-            keep
-        });
-        for (id, address, ..) in &status.members {
-            if *id == me || links.contains_key(id) {
-                continue;
-            }
-            match self.inner.dialer.channel(address) {
-                Ok(channel) => {
-                    let remote = GrpcRemote::new(me, *id, address.clone(), channel, self.inner.options.call_timeout);
-                    tracing::info!(peer = id, %address, "opening a sync link");
-                    links.insert(*id, Link::start(&self.inner.replica, remote, self.inner.kick.clone()));
-                }
-                Err(e) => tracing::warn!(peer = id, %address, "cannot dial a region peer: {e}"),
-            }
-        }
-    }
-
-    /// Trims the change log up to what every peer acknowledged, keeping at most `log_keep` and
-    /// at least `watch_keep` records.
-    fn trim(&self) {
-        if self.inner.replica.members().is_empty() {
-            return;
-        }
-        let store = self.inner.replica.store();
-        let committed = store.committed();
-        let slowest = self.links().iter().map(|link| link.cursor()).min().unwrap_or(committed);
-        let options = &self.inner.options;
-        let upto =
-            slowest.max(committed.saturating_sub(options.log_keep)).min(committed.saturating_sub(options.watch_keep));
-        if let Err(e) = store.trim_changes(upto) {
-            tracing::warn!("trimming the eventual change log: {e}");
-        }
-    }
-
-    async fn housekeeping(self, mut stopping: watch::Receiver<bool>) {
-        // Membership changes open and close links at once; the rest runs on a timer.
-        let mut metrics = Some(self.inner.node.raft().metrics());
-        let mut membership = None;
-        let mut next_tick = Instant::now();
-        let mut ticks = 0u64;
+    async fn changed(&mut self) -> bool {
         loop {
-            let changed = async {
-                match metrics.as_mut() {
-                    Some(m) => m.changed().await.is_ok(),
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                _ = tokio::time::sleep_until(next_tick) => {
-                    next_tick = Instant::now() + HOUSEKEEPING;
-                    ticks += 1;
-                    self.sync_links();
-                    self.trim();
-                    if ticks.is_multiple_of(20) {
-                        self.retain_spaces();
-                    }
-                }
-                alive = changed => {
-                    if !alive {
-                        metrics = None; // Raft stopped: the timer alone goes on
-                    }
-                }
-                _ = stopping.changed() => {}
+            let current = *self.metrics.borrow_and_update().membership_config.log_id();
+            if self.seen != Some(current) {
+                self.seen = Some(current);
+                return true;
             }
-            if *stopping.borrow() {
-                for link in self.links() {
-                    link.stop();
-                }
-                return;
-            }
-            let current = metrics.as_ref().map(|m| *m.borrow().membership_config.log_id());
-            if current != membership {
-                membership = current;
-                self.sync_links();
+            if self.metrics.changed().await.is_err() {
+                return false;
             }
         }
     }
+}
 
-    /// Drops the storage of eventual keyspaces that were dropped from the catalog.
-    fn retain_spaces(&self) {
-        if let Err(e) = self.inner.replica.retain_spaces() {
-            tracing::warn!("removing dropped eventual keyspaces: {e}");
-        }
-    }
+/// A write level not met in time, as a status: `Unavailable`, with the `ledge-write-kept`
+/// metadata that tells clients not to retry (the write was applied).
+pub fn shortfall_status(shortfall: Shortfall) -> Status {
+    let mut status = Status::unavailable(shortfall.to_string());
+    status.metadata_mut().insert(convert::WRITE_KEPT, tonic::metadata::MetadataValue::from(shortfall.stored as u64));
+    status
+}
 
-    async fn anti_entropy_rounds(self, mut stopping: watch::Receiver<bool>) {
-        let mut turn = 0usize;
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(self.inner.options.anti_entropy_interval) => {}
-                _ = self.inner.kick.notified() => {}
-                _ = stopping.changed() => {}
-            }
-            if *stopping.borrow() {
-                return;
-            }
-            // A replica takes part in one session at a time, so peers go one after another,
-            // starting with a different one each round.
-            let links = self.links();
-            for k in 0..links.len() {
-                self.session(&links[(turn + k) % links.len()]).await;
-            }
-            turn = turn.wrapping_add(1);
-            let replica = &self.inner.replica;
-            match replica.spaces().and_then(|spaces| replica.collect(&spaces)) {
-                Ok(0) => {}
-                Ok(n) => tracing::debug!(collected = n, "collected tombstones"),
-                Err(e) => tracing::warn!("collecting tombstones: {e}"),
-            }
-        }
-    }
-
-    /// One anti-entropy session with the peer behind `link`.
-    async fn session(&self, link: &Link) {
-        let peer = link.remote.target();
-        match anti_entropy(&self.inner.replica, &link.remote).await {
-            Ok(report) if report.busy => {}
-            Ok(report) => {
-                link.sessions.fetch_add(1, Ordering::Relaxed);
-                link.bytes_sent.fetch_add(report.bytes_sent, Ordering::Relaxed);
-                link.bytes_received.fetch_add(report.bytes_received, Ordering::Relaxed);
-                link.reached(true, &self.inner.kick);
-                if report.pulled + report.pushed > 0 {
-                    tracing::info!(
-                        peer,
-                        pulled = report.pulled,
-                        pushed = report.pushed,
-                        leaves = report.leaves,
-                        bytes_sent = report.bytes_sent,
-                        bytes_received = report.bytes_received,
-                        elapsed_ms = report.elapsed_ms,
-                        "anti-entropy repaired differences"
-                    );
-                }
-            }
-            Err(e) => {
-                link.reached(false, &self.inner.kick);
-                tracing::debug!(peer, "anti-entropy: {e}");
-            }
-        }
-    }
-
-    /// Waits until the write at change-log sequence `seq` is held by as many members as `level`
-    /// asks for (this node holds it already), or `deadline` passes.
-    ///
-    /// The members are the region's, as the membership says (learners included), not the links
-    /// that happen to be open; a peer holds the write once its push stream sent it and the peer
-    /// stored it durably ([`push::Held`]): a record the stream passed without the peer storing it
-    /// never counts.
-    pub async fn wait_acks(&self, seq: u64, level: WriteLevel, deadline: Instant) -> Result<(), Status> {
-        self.wait_acks_all(&[seq], level, deadline).await
-    }
-
-    /// [`Replication::wait_acks`] for the writes at every sequence in `seqs` (a batch): a peer
-    /// counts once it holds all of them.
-    pub async fn wait_acks_all(&self, seqs: &[u64], level: WriteLevel, deadline: Instant) -> Result<(), Status> {
-        let seq = seqs.iter().copied().max().unwrap_or(0);
-        let (links, members) = self.member_links();
-        let needed = level.needed(members);
-        let mut stored = 1;
-        let mut acks: FuturesUnordered<_> = links
-            .iter()
-            .map(|link| {
-                let mut acked = link.acked.subscribe();
-                async move {
-                    let held = acked.wait_for(|held| held.cursor() >= seq).await;
-                    held.map(|held| seqs.iter().all(|s| held.holds(*s))).unwrap_or(false)
-                }
-            })
-            .collect();
-        while stored < needed {
-            match tokio::time::timeout_at(deadline, acks.next()).await {
-                Ok(Some(true)) => stored += 1,
-                Ok(Some(false)) => {}
-                Ok(None) | Err(_) => break,
-            }
-        }
-        if stored >= needed {
-            return Ok(());
-        }
-        let mut status = Status::unavailable(format!(
-            "write level {} needs {needed} of {members} nodes, but within the deadline the write was stored on \
-             {stored} of {members} nodes; it is kept, and the write will still spread",
-            level.name()
-        ));
-        // Tells clients not to retry: the write was applied.
-        status.metadata_mut().insert(convert::WRITE_KEPT, tonic::metadata::MetadataValue::from(stored as u64));
-        Err(status)
-    }
-
-    /// Reads `key` from a majority of the members, merges their states, and writes the merged
-    /// state back to every replica that answered with less.
-    pub async fn read_quorum(&self, space: &SpaceId, key: &[u8], deadline: Instant) -> Result<QuorumRead, Status> {
-        let replica = &self.inner.replica;
-        let (links, members) = self.member_links();
-        let needed = members / 2 + 1;
-        let local = replica.get(space, key).map_err(convert::crdt_status)?;
-        let mut merged = local.clone();
-        let mut answered = Vec::new();
-        let timeout = deadline.saturating_duration_since(Instant::now());
-        let mut fetches: FuturesUnordered<_> = links
-            .into_iter()
-            .map(|link| {
-                let request = Request::Fetch { space: space.clone(), keys: vec![key.to_vec()] };
-                async move {
-                    let reply = link.remote.with_timeout(timeout).call(request).await;
-                    (link, reply)
-                }
-            })
-            .collect();
-        let mut replicas = 1;
-        while replicas < needed {
-            let (link, reply) = match tokio::time::timeout_at(deadline, fetches.next()).await {
-                Ok(Some(answer)) => answer,
-                Ok(None) | Err(_) => break,
-            };
-            let Ok(Response::States(states)) = reply else { continue };
-            let state = states.into_iter().next().and_then(|(_, state)| state);
-            let theirs = match state.as_deref().map(Entry::from_bytes) {
-                Some(Ok(entry)) => Some(entry),
-                Some(Err(_)) => continue,
-                None => None,
-            };
-            if let Some(theirs) = &theirs {
-                match &mut merged {
-                    Some(ours) => ours.merge(theirs),
-                    None => merged = Some(theirs.clone()),
-                }
-            }
-            answered.push((link, theirs.map(|e| e.digest())));
-            replicas += 1;
-        }
-        if replicas < needed {
-            return Err(Status::unavailable(format!(
-                "quorum read reached {replicas} of {members} replicas within the deadline; {needed} are needed"
-            )));
-        }
-        if let Some(merged) = &merged {
-            self.repair(space, key, merged, local.as_ref().map(Entry::digest), answered)?;
-        }
-        Ok(QuorumRead { entry: merged, replicas: u32::try_from(replicas).unwrap_or(u32::MAX) })
-    }
-
-    /// Scans a key range on a majority of the members (this one included) and merges their
-    /// states key by key: at most `limit` stored states per replica, so a page may hold fewer
-    /// present keys than that. Returns the present keys in order and, when a replica's answer
-    /// was cut short, the last key known complete on every answer (a next page starts after
-    /// it), with how many replicas were merged.
-    pub async fn scan_quorum(
-        &self,
-        space: &SpaceId,
-        start: std::ops::Bound<Vec<u8>>,
-        end: Option<Vec<u8>>,
-        limit: usize,
-        deadline: Instant,
-    ) -> Result<QuorumScan, Status> {
-        let replica = &self.inner.replica;
-        let (links, members) = self.member_links();
-        let needed = members / 2 + 1;
-        let limit = limit.min(ledge_crdt::SCAN_WALK);
-        let local = replica
-            .range_states(space, start.clone(), end.clone(), limit, ledge_crdt::sync::MAX_BATCH_BYTES)
-            .map_err(convert::crdt_status)?;
-        let mut answers = vec![local];
-        let timeout = deadline.saturating_duration_since(Instant::now());
-        let mut scans: FuturesUnordered<_> = links
-            .into_iter()
-            .map(|link| {
-                let request = Request::Range {
-                    space: space.clone(),
-                    start: start.clone(),
-                    end: end.clone(),
-                    limit: u32::try_from(limit).unwrap_or(u32::MAX),
-                };
-                async move { link.remote.with_timeout(timeout).call(request).await }
-            })
-            .collect();
-        while answers.len() < needed {
-            match tokio::time::timeout_at(deadline, scans.next()).await {
-                Ok(Some(Ok(Response::Range { states, more }))) => answers.push((states, more)),
-                Ok(Some(_)) => {}
-                Ok(None) | Err(_) => break,
-            }
-        }
-        if answers.len() < needed {
-            return Err(Status::unavailable(format!(
-                "quorum scan reached {} of {members} replicas within the deadline; {needed} are needed",
-                answers.len()
-            )));
-        }
-        // Keys up to the least last key of the answers that were cut short are complete in all.
-        let complete_to = answers
-            .iter()
-            .filter(|(_, more)| *more)
-            .filter_map(|(states, _)| states.last())
-            .map(|(k, _)| k.clone())
-            .min();
-        let mut merged: BTreeMap<Vec<u8>, Entry> = BTreeMap::new();
-        for (states, _) in &answers {
-            for (key, state) in states {
-                if complete_to.as_ref().is_some_and(|last| key > last) {
-                    break;
-                }
-                let Ok(theirs) = Entry::from_bytes(state) else { continue };
-                match merged.get_mut(key) {
-                    Some(ours) => ours.merge(&theirs),
-                    None => {
-                        merged.insert(key.clone(), theirs);
-                    }
-                }
-            }
-        }
-        let rows = merged.into_iter().filter(|(_, entry)| !entry.is_deleted()).collect();
-        Ok(QuorumScan { rows, complete_to, replicas: u32::try_from(answers.len()).unwrap_or(u32::MAX) })
-    }
-
-    /// Writes a quorum read's merged state to the replicas that were behind (peers in the
-    /// background: a failure there is repaired by anti-entropy).
-    fn repair(
-        &self,
-        space: &SpaceId,
-        key: &[u8],
-        merged: &Entry,
-        local: Option<ledge_crdt::Digest>,
-        answered: Vec<(Arc<Link>, Option<ledge_crdt::Digest>)>,
-    ) -> Result<(), Status> {
-        let digest = merged.digest();
-        let state = merged.to_bytes().map_err(convert::crdt_status)?;
-        if local != Some(digest) {
-            self.inner.replica.merge(space, key, &state).map_err(convert::crdt_status)?;
-        }
-        for (link, theirs) in answered.into_iter().filter(|(_, theirs)| *theirs != Some(digest)) {
-            let shipped = Shipped { space: space.clone(), key: key.to_vec(), state: state.clone() };
-            let request = Request::Merge { entries: vec![shipped] };
-            tokio::spawn(async move {
-                if let Err(e) = link.remote.call(request).await {
-                    tracing::debug!(peer = link.remote.target(), ?theirs, "read repair: {e}");
-                }
-            });
-        }
-        Ok(())
-    }
-
-    /// The links to this node's peers, for the status page.
-    pub fn link_status(&self) -> Vec<pb::SyncLink> {
-        let replica = &self.inner.replica;
-        let store = replica.store();
-        let committed = store.committed();
-        let peer_stable = replica.peer_stable().unwrap_or_default();
-        let now_ms = replica.hlc().now_ms();
-        self.links()
-            .iter()
-            .map(|link| {
-                let cursor = link.cursor();
-                // The oldest write of this node's that the peer has not acknowledged.
-                let oldest = store.changes(cursor, committed, 256, 1 << 20).ok().and_then(|records| {
-                    records
-                        .into_iter()
-                        .find(|(_, record)| record.local)
-                        .and_then(|(_, record)| Entry::from_bytes(&record.state).ok())
-                        .map(|entry| now_ms.saturating_sub(entry.timestamp().physical_ms))
-                });
-                let peer = link.remote.target();
-                pb::SyncLink {
-                    node_id: peer,
-                    address: link.remote.address().to_string(),
-                    unsynced_entries: committed.saturating_sub(cursor),
-                    oldest_unsynced_ms: oldest.unwrap_or(0),
-                    reachable: link.reachable.load(Ordering::SeqCst),
-                    sessions: link.sessions.load(Ordering::Relaxed),
-                    bytes_sent: link.bytes_sent.load(Ordering::Relaxed),
-                    bytes_received: link.bytes_received.load(Ordering::Relaxed),
-                    stable_hlc: peer_stable.get(&peer).copied().and_then(convert::hlc_opt),
-                    pushed_entries: link.pushed_entries.load(Ordering::Relaxed),
-                    pushed_bytes: link.pushed_bytes.load(Ordering::Relaxed),
-                }
-            })
-            .collect()
+/// A sync link on the status page.
+pub fn link_status(link: LinkStatus) -> pb::SyncLink {
+    pb::SyncLink {
+        node_id: link.node_id,
+        address: link.address,
+        unsynced_entries: link.unsynced_entries,
+        oldest_unsynced_ms: link.oldest_unsynced_ms,
+        reachable: link.reachable,
+        sessions: link.sessions,
+        bytes_sent: link.bytes_sent,
+        bytes_received: link.bytes_received,
+        stable_hlc: link.stable.and_then(convert::hlc_opt),
+        pushed_entries: link.pushed_entries,
+        pushed_bytes: link.pushed_bytes,
     }
 }

@@ -8,6 +8,7 @@ use tonic::transport::Channel;
 use tonic::Code;
 
 use ledge_consensus::MAX_MESSAGE_BYTES;
+use ledge_crdt::replication::Peer;
 use ledge_crdt::sync::{Remote, Request, Response};
 use ledge_crdt::Error;
 use ledge_proto::v1::sync_client::SyncClient;
@@ -37,14 +38,14 @@ impl GrpcRemote {
     pub fn target(&self) -> u64 {
         self.target
     }
+}
 
-    /// The peer's address.
-    pub fn address(&self) -> &str {
+impl Peer for GrpcRemote {
+    fn address(&self) -> &str {
         &self.address
     }
 
-    /// The same peer with another per-call deadline.
-    pub fn with_timeout(&self, timeout: Duration) -> Self {
+    fn with_timeout(&self, timeout: Duration) -> Self {
         Self { timeout, ..self.clone() }
     }
 }

@@ -9,15 +9,15 @@ use super::*;
 use crate::sync::{anti_entropy, Remote, Request, Response};
 use crate::{Kind, ManualClock, Read, DEFAULT_MAX_DRIFT};
 
-struct Node {
-    replica: Replica,
+pub(crate) struct Node {
+    pub(crate) replica: Replica,
     clock: Arc<ManualClock>,
-    space: SpaceId,
+    pub(crate) space: SpaceId,
     _dir: tempfile::TempDir,
 }
 
 /// A node whose catalog holds the eventual keyspace `ks`, created at revision 1.
-async fn node(id: u64, now_ms: u64) -> Node {
+pub(crate) async fn node(id: u64, now_ms: u64) -> Node {
     let dir = tempfile::tempdir().unwrap();
     let db = sled::Config::new().path(dir.path().join("db")).open().unwrap();
     let clock = Arc::new(ManualClock::new(now_ms));

@@ -23,10 +23,9 @@ use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
 
-use ledge_crdt::sync::{Remote, Request, Response, Shipped, MAX_BATCH_BYTES};
-use ledge_crdt::Replica;
-
-use super::remote::GrpcRemote;
+use super::Peer;
+use crate::sync::{Request, Response, Shipped, MAX_BATCH_BYTES};
+use crate::Replica;
 
 /// Most records in one push.
 const BATCH: usize = 1024;
@@ -95,8 +94,8 @@ impl Held {
 }
 
 /// This node's link to one region peer.
-pub(crate) struct Link {
-    pub(crate) remote: GrpcRemote,
+pub(crate) struct Link<P> {
+    pub(crate) remote: P,
     /// What the peer durably holds of this node's writes.
     pub(crate) acked: watch::Sender<Held>,
     /// Whether the last call to the peer succeeded.
@@ -117,11 +116,11 @@ fn cursor_key(peer: u64) -> Vec<u8> {
     key
 }
 
-impl Link {
+impl<P: Peer> Link<P> {
     /// Opens the link to the peer behind `remote` and starts its push stream; `kick` wakes
     /// anti-entropy.
-    pub(crate) fn start(replica: &Replica, remote: GrpcRemote, kick: Arc<Notify>) -> Arc<Link> {
-        let peer = remote.target();
+    pub(crate) fn start(replica: &Replica, remote: P, kick: Arc<Notify>) -> Arc<Link<P>> {
+        let peer = remote.peer();
         let cursor = match replica.store().meta(&cursor_key(peer)) {
             Ok(Some(bytes)) => bytes.as_slice().try_into().map(u64::from_be_bytes).unwrap_or(0),
             _ => 0,
@@ -160,8 +159,8 @@ impl Link {
     }
 }
 
-async fn push(link: Arc<Link>, replica: Replica, kick: Arc<Notify>) {
-    let peer = link.remote.target();
+async fn push<P: Peer>(link: Arc<Link<P>>, replica: Replica, kick: Arc<Notify>) {
+    let peer = link.remote.peer();
     let mut durable = replica.store().durable();
     let mut stop = link.stop.subscribe();
     let mut backoff = Duration::from_millis(50);
