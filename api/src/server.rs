@@ -44,6 +44,9 @@ pub struct Environment {
     /// Test-only fault: every merge of peers' eventual states drops its first state. The
     /// simulation harness sets it to prove its convergence checker catches lost repairs.
     pub unsafe_drop_first_merge: bool,
+    /// Told of every eventual state once it is durable on this node (none in a server): the
+    /// simulation's checkers learn from it which nodes held a write when it was acknowledged.
+    pub durable: Option<ledge_crdt::DurableListener>,
 }
 
 impl Environment {
@@ -60,6 +63,7 @@ impl Environment {
             flush: ledge_store::FlushPolicy::Background,
             unsafe_local_reads: false,
             unsafe_drop_first_merge: false,
+            durable: None,
         }
     }
 }
@@ -161,6 +165,9 @@ where
     let replica = Replica::open(store, node.state().clone(), id, clock, max_drift)?;
     replica.set_max_entry_bytes(config.max_request_bytes);
     replica.set_unsafe_drop_first_merge(env.unsafe_drop_first_merge);
+    if let Some(listener) = env.durable.clone() {
+        replica.on_durable(listener);
+    }
     let sync = SyncOptions {
         anti_entropy_interval: Duration::from_millis(config.anti_entropy_ms),
         call_timeout: Duration::from_millis(config.request_timeout_ms.min(3_000)),

@@ -108,7 +108,8 @@ pub use hlc::{Clock, DriftError, Hlc, ManualClock, SystemClock, Timestamp, DEFAU
 pub use ledge_store::SpaceId;
 pub use lww::Lww;
 pub use replica::{
-    Applied, Merged, RangePage, Replica, ReplicaStatus, ScanPage, DEFAULT_MAX_ENTRY_BYTES, MERGE_CHUNK, SCAN_WALK,
+    Applied, DurableListener, Merged, RangePage, Replica, ReplicaStatus, ScanPage, DEFAULT_MAX_ENTRY_BYTES,
+    MERGE_CHUNK, SCAN_WALK,
 };
 pub use replication::{QuorumRead, QuorumScan, Replication, Shortfall, SyncOptions, WriteLevel};
 pub use set::Set;

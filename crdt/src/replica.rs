@@ -92,7 +92,14 @@ struct Inner {
     drop_first_merge: AtomicBool,
     /// Largest encoded entry a local write may leave (see [`Replica::set_max_entry_bytes`]).
     max_entry_bytes: AtomicUsize,
+    /// Told of states once they are durable here (see [`Replica::on_durable`]).
+    listener: RwLock<Option<DurableListener>>,
 }
+
+/// Told, with this node's id, of states that just became durable on it: a local operation's
+/// new entry once flushed, and the states a peer pushed once merged and flushed (before the
+/// peer is answered). The simulation's checkers learn from it what each node held when.
+pub type DurableListener = Arc<dyn Fn(u64, &[Shipped]) + Send + Sync>;
 
 /// An anti-entropy session a replica takes part in.
 #[derive(Clone, Copy, Debug)]
@@ -205,6 +212,11 @@ fn apply_op(
     Ok((put_within(&entry, ts, hlc.tick(), limit)?, (entry, existed)))
 }
 
+/// A key's entry as a shipped state (for the durable listener); `None` if it cannot be encoded.
+fn shipped(space: &SpaceId, key: &[u8], entry: &Entry) -> Option<Shipped> {
+    Some(Shipped { space: space.clone(), key: key.to_vec(), state: entry.to_bytes().ok()? })
+}
+
 /// What a committed local operation did.
 fn applied(ts: Timestamp, updated: Updated<(Entry, bool)>) -> Result<Applied, Error> {
     let (entry, existed) = updated.value;
@@ -245,8 +257,24 @@ impl Replica {
                 session: Mutex::default(),
                 drop_first_merge: AtomicBool::new(false),
                 max_entry_bytes: AtomicUsize::new(DEFAULT_MAX_ENTRY_BYTES),
+                listener: RwLock::default(),
             }),
         })
+    }
+
+    /// Tells `listener` of every state once it is durable here ([`DurableListener`]).
+    pub fn on_durable(&self, listener: DurableListener) {
+        if let Ok(mut slot) = self.inner.listener.write() {
+            *slot = Some(listener);
+        }
+    }
+
+    /// Tells the listener, if any, that the states `states` yields are durable here.
+    pub(crate) fn durable(&self, states: impl FnOnce() -> Vec<Shipped>) {
+        let listener = self.inner.listener.read().ok().and_then(|l| l.clone());
+        if let Some(listener) = listener {
+            listener(self.inner.node, &states());
+        }
     }
 
     /// Bounds the encoded size of a key's entry after a local write ([`DEFAULT_MAX_ENTRY_BYTES`]
@@ -395,7 +423,9 @@ impl Replica {
             self.inner.store.update(&space, key, true, |old| apply_op(old, &op, ts, &self.inner.hlc, limit))?;
         drop(in_flight);
         self.flush().await?;
-        applied(ts, updated)
+        let applied = applied(ts, updated)?;
+        self.durable(|| shipped(space.id(), key, &applied.entry).into_iter().collect());
+        Ok(applied)
     }
 
     /// Applies local operations to keys of `space` atomically — all commit, or none does: the
@@ -414,7 +444,12 @@ impl Replica {
         let stamps: Vec<Timestamp> = in_flight.iter().map(|f| f.ts).collect();
         drop(in_flight);
         self.flush().await?;
-        stamps.into_iter().zip(updated).map(|(ts, updated)| applied(ts, updated)).collect()
+        let applied: Vec<Applied> =
+            stamps.into_iter().zip(updated).map(|(ts, updated)| applied(ts, updated)).collect::<Result<_, _>>()?;
+        self.durable(|| {
+            ops.iter().zip(&applied).filter_map(|((key, _), a)| shipped(space.id(), key, &a.entry)).collect()
+        });
+        Ok(applied)
     }
 
     /// Merges a peer's encoded entry of `key` (not yet durable: call [`Replica::flush`]).

@@ -312,12 +312,12 @@ impl Replica {
                         refused.push(index);
                     }
                 }
-                let mut stored = 0;
+                let mut held = Vec::with_capacity(accepted.len());
                 let results = self.merge_many(&accepted)?;
                 for ((result, shipped), index) in results.into_iter().zip(&accepted).zip(positions) {
                     match result {
                         Ok(Merged::Ignored) => refused.push(index),
-                        Ok(_) => stored += 1,
+                        Ok(_) => held.push(shipped),
                         Err(e) => {
                             tracing::warn!(peer = from, space = %shipped.space, "dropped a state that does not decode: {e}");
                             refused.push(index);
@@ -325,6 +325,8 @@ impl Replica {
                     }
                 }
                 self.flush().await?;
+                let stored = held.len();
+                self.durable(|| held.into_iter().cloned().collect());
                 refused.sort_unstable();
                 Ok(Response::Merged { stored, skipped: refused.len(), refused })
             }

@@ -363,6 +363,8 @@ impl Workload for EventualWorkload {
     }
 
     fn check(&self, run: &Recorded<'_>) -> Result<(), CheckFailure> {
-        crate::convergence::check(run.eventual, run.first_client..run.first_client + self.clients, run.settled)
+        let clients = run.first_client..run.first_client + self.clients;
+        crate::convergence::check(run.eventual, clients.clone(), run.settled)?;
+        crate::held::check(run.eventual, run.held, clients)
     }
 }

@@ -18,7 +18,9 @@
 //! 4. Each workload checks what it recorded ([`Workload::check`]): [`checker::check_linearizable`]
 //!    checks each strong key's history with stateright's linearizability tester,
 //!    [`convergence::check`] checks that eventual replicas agree and kept every acknowledged
-//!    operation, and liveness requires every client to complete work after the heal.
+//!    operation, [`held::check`] that every acknowledged `quorum` write was durable on a majority
+//!    of nodes by then (from the nodes' own reports), and liveness requires every client to
+//!    complete work after the heal.
 //!
 //! A failure prints the seed (`LEDGE_SIM_SEED=<seed>` replays it), the schedule and the
 //! offending key's history. A seed replays exactly: the same history, operation for operation, at
@@ -33,6 +35,7 @@ pub mod checker;
 pub mod clock;
 pub mod convergence;
 pub mod eventual;
+pub mod held;
 pub mod history;
 pub mod nemesis;
 pub mod net;

@@ -3,8 +3,11 @@
 //! Each nemesis turns into timed actions on the simulation: network partitions (halves, leader
 //! isolation, a bridge node that sees both sides, one-way), crashes with later restarts, bounces,
 //! message loss and latency spikes on links, a membership change (a spare node joining while
-//! faults are active), and clock skew (a node's physical clock ahead or behind, then stepped back). Every schedule ends in a heal phase that repairs every link, restores loss
-//! and latency, and restarts every crashed node, after which liveness is checked.
+//! faults are active), clock skew (a node's physical clock ahead or behind, then stepped back),
+//! and a follower down long enough for the leader to compact its log past it, so that it catches
+//! up by a snapshot install while eventual writes go on. Every schedule ends in a heal phase
+//! that repairs every link, restores loss and latency, and restarts every crashed node, after
+//! which liveness is checked.
 
 use std::fmt;
 use std::time::Duration;
@@ -36,11 +39,16 @@ pub enum Nemesis {
     MembershipChange,
     /// A node's physical clock runs ahead or behind (up to 6 s either way), then jumps back.
     ClockSkew,
+    /// A follower is down for 2.5–4.5 s: with the simulation's small snapshot threshold the
+    /// leader compacts its log past it, and the restarted node catches up by a snapshot install.
+    /// (Down rather than cut off: openraft does not purge log entries that a retried append to
+    /// an unreachable follower still holds in flight.)
+    LagPastCompaction,
 }
 
 impl Nemesis {
     /// Every nemesis.
-    pub const ALL: [Nemesis; 10] = [
+    pub const ALL: [Nemesis; 11] = [
         Nemesis::PartitionHalves,
         Nemesis::IsolateLeader,
         Nemesis::Bridge,
@@ -51,6 +59,7 @@ impl Nemesis {
         Nemesis::LatencySpike,
         Nemesis::MembershipChange,
         Nemesis::ClockSkew,
+        Nemesis::LagPastCompaction,
     ];
 }
 
@@ -65,6 +74,11 @@ pub enum Action {
     IsolateLeader(Vec<String>),
     /// Crash a host.
     Crash(String),
+    /// Crash a host of `region` that is not its leader (found at run time), unless one of its
+    /// hosts is down already.
+    CrashFollower(Vec<String>),
+    /// Restart every crashed host.
+    RestartCrashed,
     /// Restart a crashed host.
     Restart(String),
     /// Crash and restart a host.
@@ -186,6 +200,11 @@ pub fn schedule(
                     let skew = rng.gen_range(100..6_000) * if rng.gen_bool(0.5) { 1 } else { -1 };
                     steps.push(Step { at: start, action: Action::Skew(host.clone(), skew) });
                     steps.push(Step { at: stop, action: Action::Skew(host, 0) });
+                }
+                Nemesis::LagPastCompaction => {
+                    let stop = (start + ms(rng, 2_500, 4_500)).min(Duration::from_millis(end.saturating_sub(200)));
+                    steps.push(Step { at: start, action: Action::CrashFollower(nodes.to_vec()) });
+                    steps.push(Step { at: stop, action: Action::RestartCrashed });
                 }
                 Nemesis::MembershipChange => {
                     if !steps.iter().any(|s| matches!(s.action, Action::StartSpare(_))) {

@@ -92,7 +92,9 @@ pub fn run(opts: &WorldOptions, workload: &dyn Workload) -> Result<Report, Box<F
         return Err(fail(&schedule, e, String::new()));
     }
     let eventual = eventual.snapshot();
-    let recorded = Recorded { history: &events, eventual: &eventual, first_client: 0, settled: fault_end + SETTLE };
+    let held = world.held.snapshot();
+    let recorded =
+        Recorded { history: &events, eventual: &eventual, held: &held, first_client: 0, settled: fault_end + SETTLE };
     workload.check(&recorded).map_err(|CheckFailure { reason, history }| fail(&schedule, reason, history))?;
     let (mut ok, mut failed, mut unknown) = (0, 0, 0);
     for e in &events {

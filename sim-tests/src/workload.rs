@@ -71,6 +71,8 @@ pub struct Recorded<'a> {
     pub history: &'a [Event],
     /// The eventual operations and final states.
     pub eventual: &'a EvLog,
+    /// What each node reported durable of the eventual keyspace, and when.
+    pub held: &'a [crate::held::Held],
     /// Number of this workload's first client (nonzero inside [`Mixed`]).
     pub first_client: usize,
     /// When the heal has settled: liveness counts operations invoked after it.

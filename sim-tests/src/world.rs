@@ -12,6 +12,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::clock::Clocks;
+use crate::held::HeldLog;
 use crate::nemesis::{self, Action, Nemesis, Schedule};
 use crate::net::{self, SimDialer, PORT};
 
@@ -100,7 +101,11 @@ mod clap_args {
         expect: usize,
         data: &str,
         election: (u64, u64),
+        compacting: bool,
     ) -> Vec<String> {
+        // Small when the lag-past-compaction nemesis plays, so that a node down for a second or
+        // two is compacted past and catches up by a snapshot install.
+        let (snapshot_after, log_keep) = if compacting { ("5", "2") } else { ("300", "50") };
         let mut args: Vec<String> = vec![
             "ledged".into(),
             "--region".into(),
@@ -120,9 +125,9 @@ mod clap_args {
             "--request-timeout-ms".into(),
             "1500".into(),
             "--snapshot-after".into(),
-            "300".into(),
+            snapshot_after.into(),
             "--log-keep".into(),
-            "50".into(),
+            log_keep.into(),
             "--anti-entropy-ms".into(),
             "500".into(),
             // Below the clock-skew nemesis's largest skew, so refused remote clocks happen.
@@ -149,6 +154,8 @@ pub struct World<'a> {
     pub leaders: Leaders,
     /// Every host's clock skew.
     pub clocks: Clocks,
+    /// What each node reported durable of the eventual keyspace.
+    pub held: HeldLog,
     spares: Arc<Mutex<BTreeSet<String>>>,
     crashed: BTreeSet<String>,
     next_step: usize,
@@ -173,6 +180,9 @@ impl<'a> World<'a> {
             .build();
         let spares: Arc<Mutex<BTreeSet<String>>> = Arc::default();
         let clocks = Clocks::default();
+        let held = HeldLog::default();
+        let chosen = opts.nemeses.clone().unwrap_or_else(|| nemesis::pick_nemeses(&mut rng));
+        let compacting = chosen.contains(&Nemesis::LagPastCompaction);
         let mut regions = Vec::new();
         for r in 0..opts.regions {
             let name = format!("r{}", r + 1);
@@ -191,6 +201,7 @@ impl<'a> World<'a> {
                     if is_spare { 0 } else { opts.nodes },
                     &data.path().join(host).display().to_string(),
                     (min, min + 1),
+                    compacting,
                 );
                 let node_id = (r as u64 + 1) * 100 + i as u64 + 1;
                 let config = Config::resolve(
@@ -201,8 +212,10 @@ impl<'a> World<'a> {
                 let spares = spares.clone();
                 let host_name = host.clone();
                 let clock = clocks.clock(host);
+                let durable = held.listener();
                 sim.host(host.as_str(), move || {
                     let config = config.clone();
+                    let durable = durable.clone();
                     let spares = spares.clone();
                     let host_name = host_name.clone();
                     let clock = clock.clone();
@@ -225,6 +238,7 @@ impl<'a> World<'a> {
                                 flush: ledge_store::FlushPolicy::Inline,
                                 unsafe_local_reads: unsafe_reads,
                                 unsafe_drop_first_merge: drop_merges,
+                                durable: Some(durable.clone()),
                             };
                             let incoming = net::incoming(listener);
                             let served = ledge_api::serve_with_clock(
@@ -253,7 +267,6 @@ impl<'a> World<'a> {
         let leaders: Leaders = Arc::default();
         spawn_monitor(&mut sim, &regions, leaders.clone(), end);
 
-        let chosen = opts.nemeses.clone().unwrap_or_else(|| nemesis::pick_nemeses(&mut rng));
         let mut schedule = Schedule { nemeses: chosen.clone(), steps: Vec::new() };
         for region in &regions {
             let s = nemesis::schedule(&mut rng, &chosen, &region.nodes, &region.spare, opts.fault_phase);
@@ -267,6 +280,7 @@ impl<'a> World<'a> {
             schedule,
             leaders,
             clocks,
+            held,
             spares,
             crashed: BTreeSet::new(),
             next_step: 0,
@@ -337,6 +351,22 @@ impl<'a> World<'a> {
             }
             Action::Restart(host) => {
                 if self.crashed.remove(&host) {
+                    self.sim.bounce(host.as_str());
+                }
+            }
+            // One follower down at a time, so the rest keep a quorum and go on writing.
+            Action::CrashFollower(region) if region.iter().any(|h| self.crashed.contains(h)) => {}
+            Action::CrashFollower(region) => {
+                let leader = self.leaders.lock().ok().and_then(|l| l.values().find(|h| region.contains(h)).cloned());
+                let follower =
+                    region.iter().find(|h| Some(*h) != leader.as_ref() && !self.crashed.contains(*h)).cloned();
+                if let Some(host) = follower {
+                    self.crashed.insert(host.clone());
+                    self.sim.crash(host.as_str());
+                }
+            }
+            Action::RestartCrashed => {
+                for host in std::mem::take(&mut self.crashed) {
                     self.sim.bounce(host.as_str());
                 }
             }

@@ -291,6 +291,7 @@ pub(crate) async fn install(
     sm.inner.disk.sync().await?;
     clear_leftovers(sm)?;
     let _ = std::fs::remove_file(path);
+    tracing::info!(snapshot = %meta.snapshot_id, last_log_id = ?meta.last_log_id, "installed a snapshot");
     Ok(())
 }
 
