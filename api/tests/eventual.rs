@@ -30,14 +30,7 @@ async fn region() -> Region {
     region.wait_leader().await;
     region.wait_members(3, 0).await;
     region.client().await.create_keyspace(KS, Mode::Eventual, Scope::Region).await.expect("create keyspace");
-    for node in &region.nodes {
-        let client = node.client().await;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while let Err(e) = client.get(KS, "probe", ReadOptions::one()).await {
-            assert!(Instant::now() < deadline, "{} never learnt of the keyspace: {e}", node.addr);
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
+    region.clients_knowing(KS).await;
     region
 }
 

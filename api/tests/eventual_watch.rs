@@ -6,22 +6,14 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Node, Region};
-use ledge_client::{
-    Client, EventKind, Hlc, Mode, ReadOptions, Scope, ValueKind, WatchMessage, WatchOptions, WatchStream,
-};
+use ledge_client::{Client, EventKind, Hlc, Mode, Scope, ValueKind, WatchMessage, WatchOptions, WatchStream};
 
 const KS: &str = "ev";
 
-async fn next(stream: &mut WatchStream) -> WatchMessage {
-    tokio::time::timeout(Duration::from_secs(20), stream.next())
-        .await
-        .expect("watch message within 20 s")
-        .expect("stream open")
-        .expect("watch message")
-}
+use common::next_message as next;
 
 /// The one event of an eventual change message, and the message's cursor.
 async fn change(stream: &mut WatchStream) -> (ledge_client::WatchEvent, Hlc) {
@@ -166,19 +158,7 @@ async fn a_watch_on_one_node_sees_writes_made_at_another() {
     region.wait_leader().await;
     region.wait_members(3, 0).await;
     keyspace(&region.client().await).await;
-    let clients: Vec<Client> = {
-        let mut clients = Vec::new();
-        for node in &region.nodes {
-            let client = node.client().await;
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while let Err(e) = client.get(KS, "probe", ReadOptions::one()).await {
-                assert!(Instant::now() < deadline, "{} never learnt of the keyspace: {e}", node.addr);
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            clients.push(client);
-        }
-        clients
-    };
+    let clients = region.clients_knowing(KS).await;
     let mut watch = clients[0].watch(WatchOptions::key(KS, "shared")).await.unwrap();
     let written = clients[1].put(KS, "shared", "from node 2").await.unwrap();
     let (event, cursor) = change(&mut watch).await;

@@ -9,13 +9,7 @@ use std::time::Duration;
 use common::{Node, Region};
 use ledge_client::{Client, Op, WatchMessage, WatchOptions, WatchStream};
 
-async fn next(stream: &mut WatchStream) -> WatchMessage {
-    tokio::time::timeout(Duration::from_secs(20), stream.next())
-        .await
-        .expect("watch message within 20 s")
-        .expect("stream open")
-        .expect("watch message")
-}
+use common::next_message as next;
 
 #[tokio::test]
 async fn watch_replays_history_then_follows() {

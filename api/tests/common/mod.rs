@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use ledge_client::Client;
+use ledge_client::{Client, ReadOptions, WatchMessage, WatchStream};
 
 /// Path of a binary of this workspace, building it first when it is missing (a `-p` test run
 /// builds only the binaries of its own package).
@@ -208,6 +208,22 @@ pub struct Region {
 }
 
 impl Region {
+    /// A client of each node, once each has learnt of keyspace `ks` (created through Raft, so a
+    /// node knows of it once it applied the creation).
+    pub async fn clients_knowing(&self, ks: &str) -> Vec<Client> {
+        let mut clients = Vec::new();
+        for node in &self.nodes {
+            let client = node.client().await;
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while let Err(e) = client.get(ks, "probe", ReadOptions::one()).await {
+                assert!(Instant::now() < deadline, "{} never learnt of the keyspace: {e}", node.addr);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            clients.push(client);
+        }
+        clients
+    }
+
     /// Starts `n` nodes with `--join <all> --bootstrap-expect n` plus `extra` flags.
     pub fn start(n: usize, extra: &[&str]) -> Region {
         let temp = tempfile::tempdir().expect("temp dir");
@@ -351,4 +367,13 @@ pub async fn verify_acked(client: &Client, acked: &Acked) -> usize {
         assert_eq!(kv.revision, *revision, "{key}");
     }
     acked.len()
+}
+
+/// The next message of a watch, within 20 s.
+pub async fn next_message(stream: &mut WatchStream) -> WatchMessage {
+    tokio::time::timeout(Duration::from_secs(20), stream.next())
+        .await
+        .expect("watch message within 20 s")
+        .expect("stream open")
+        .expect("watch message")
 }

@@ -506,16 +506,8 @@ mod tests {
 
     #[test]
     fn eventual_watch_lines_carry_timestamps_and_cursors() {
-        let state = fixtures::counter(b"c", -3);
-        let cursor = Hlc { physical_ms: 1_700_000_000_001, logical: 0, node_id: 42 };
-        let event = WatchEvent {
-            kind: EventKind::Put,
-            key: b"c".to_vec(),
-            value: b"-3".to_vec(),
-            revision: 0,
-            state: Some(state.clone()),
-        };
-        let message = WatchMessage::Events { revision: 0, events: vec![event], cursor: Some(cursor) };
+        let (state, cursor) = (fixtures::counter(b"c", -3), fixtures::cursor());
+        let message = fixtures::counter_change();
         assert_eq!(
             lines(&message),
             [

@@ -21,7 +21,7 @@ mod fixtures {
     use std::time::Duration;
 
     use ledge_client::{
-        AsOf, DiskUsage, EventKind, Hlc, KeyValue, Member, MemoryPart, NodeStatus, ValueKind, WatchEvent,
+        AsOf, DiskUsage, EventKind, Hlc, KeyValue, Member, MemoryPart, NodeStatus, ValueKind, WatchEvent, WatchMessage,
     };
 
     pub fn kv(key: &[u8], value: &[u8]) -> KeyValue {
@@ -40,6 +40,23 @@ mod fixtures {
     }
 
     /// An eventual counter at `value`.
+    /// The cursor of [`counter_change`]'s message.
+    pub fn cursor() -> Hlc {
+        Hlc { physical_ms: 1_700_000_000_001, logical: 0, node_id: 42 }
+    }
+
+    /// A change of an eventual counter `c` to -3, as a watch message.
+    pub fn counter_change() -> WatchMessage {
+        let event = WatchEvent {
+            kind: EventKind::Put,
+            key: b"c".to_vec(),
+            value: b"-3".to_vec(),
+            revision: 0,
+            state: Some(counter(b"c", -3)),
+        };
+        WatchMessage::Events { revision: 0, events: vec![event], cursor: Some(cursor()) }
+    }
+
     pub fn counter(key: &[u8], value: i64) -> KeyValue {
         KeyValue {
             key: key.to_vec(),
