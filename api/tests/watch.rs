@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::{Node, Region};
-use ledge_client::{Client, Op, WatchMessage, WatchOptions, WatchStream};
+use ledge_client::{Client, Op, WatchMessage, WatchOptions};
 
 use common::next_message as next;
 
