@@ -415,7 +415,7 @@ pub fn status(status: &NodeStatus) -> StatusJson {
 mod tests {
     use super::super::fixtures;
     use super::*;
-    use ledge_client::{Mode, Scope, WatchEvent};
+    use ledge_client::{Mode, Scope};
 
     fn line(value: impl Serialize) -> String {
         serde_json::to_string(&value).unwrap()

@@ -285,7 +285,7 @@ pub fn status(status: &NodeStatus) -> String {
 mod tests {
     use super::super::fixtures;
     use super::*;
-    use ledge_client::{Hlc, Mode, Scope, WatchEvent};
+    use ledge_client::{Mode, Scope};
 
     #[test]
     fn get_aligns_fields_and_escapes_control_characters() {
