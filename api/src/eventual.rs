@@ -14,7 +14,7 @@
 //! Reads at `one` answer from the local replica; at `quorum` they merge a majority's states and
 //! repair the replicas that were behind. Every read carries the node's HLC and stable watermark
 //! as its as-of metadata. Scans at `one` read the local replica; at `quorum` they merge the
-//! pages of a majority of replicas key by key.
+//! pages of a majority of replicas key by key and repair the replicas that were behind.
 
 use tokio::sync::watch;
 use tokio::time::Instant;

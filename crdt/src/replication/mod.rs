@@ -193,6 +193,9 @@ pub struct LinkStatus {
     pub pushed_bytes: u64,
 }
 
+/// States to send a peer that a quorum read found behind.
+type Repairs<P> = (Arc<Link<P>>, Vec<Shipped>);
+
 /// A replica that answered a quorum read, with the digest of what it held.
 type Answered<P> = (Arc<Link<P>>, Option<crate::Digest>);
 
@@ -527,8 +530,10 @@ impl<T: Transport> Replication<T> {
         let (links, members) = self.member_links();
         let needed = members / 2 + 1;
         let limit = limit.min(crate::SCAN_WALK);
-        let local = replica.range_states(space, start.clone(), end.clone(), limit, crate::sync::MAX_BATCH_BYTES)?;
-        let mut answers = vec![local];
+        let (states, more) =
+            replica.range_states(space, start.clone(), end.clone(), limit, crate::sync::MAX_BATCH_BYTES)?;
+        // Each answer: who gave it (`None`: this node), the states, whether it was cut short.
+        let mut answers = vec![(None, states, more)];
         let timeout = deadline.saturating_duration_since(Instant::now());
         let mut scans: FuturesUnordered<_> = links
             .into_iter()
@@ -539,12 +544,15 @@ impl<T: Transport> Replication<T> {
                     end: end.clone(),
                     limit: u32::try_from(limit).unwrap_or(u32::MAX),
                 };
-                async move { link.remote.with_timeout(timeout).call(request).await }
+                async move {
+                    let reply = link.remote.with_timeout(timeout).call(request).await;
+                    (link, reply)
+                }
             })
             .collect();
         while answers.len() < needed {
             match tokio::time::timeout_at(deadline, scans.next()).await {
-                Ok(Some(Ok(Response::Range { states, more }))) => answers.push((states, more)),
+                Ok(Some((link, Ok(Response::Range { states, more })))) => answers.push((Some(link), states, more)),
                 Ok(Some(_)) => {}
                 Ok(None) | Err(_) => break,
             }
@@ -558,17 +566,19 @@ impl<T: Transport> Replication<T> {
         // Keys up to the least last key of the answers that were cut short are complete in all.
         let complete_to = answers
             .iter()
-            .filter(|(_, more)| *more)
-            .filter_map(|(states, _)| states.last())
+            .filter(|(_, _, more)| *more)
+            .filter_map(|(_, states, _)| states.last())
             .map(|(k, _)| k.clone())
             .min();
+        let covered = |key: &Vec<u8>| complete_to.as_ref().is_none_or(|last| key <= last);
+        // Each answer's digests of the covered keys, and the merge of all of them.
+        let mut digests = Vec::with_capacity(answers.len());
         let mut merged: BTreeMap<Vec<u8>, Entry> = BTreeMap::new();
-        for (states, _) in &answers {
-            for (key, state) in states {
-                if complete_to.as_ref().is_some_and(|last| key > last) {
-                    break;
-                }
+        for (_, states, _) in &answers {
+            let mut theirs_by_key = BTreeMap::new();
+            for (key, state) in states.iter().take_while(|(key, _)| covered(key)) {
                 let Ok(theirs) = Entry::from_bytes(state) else { continue };
+                theirs_by_key.insert(key.clone(), theirs.digest());
                 match merged.get_mut(key) {
                     Some(ours) => ours.merge(&theirs),
                     None => {
@@ -576,7 +586,28 @@ impl<T: Transport> Replication<T> {
                     }
                 }
             }
+            digests.push(theirs_by_key);
         }
+        // Read repair: every answering replica gets the merged state of each key it held
+        // less of (deleted states included, so deletes spread too).
+        let mut merged_states = Vec::with_capacity(merged.len());
+        for (key, entry) in &merged {
+            merged_states.push((key, entry.digest(), entry.to_bytes()?));
+        }
+        let mut local = Vec::new();
+        let mut peers = Vec::new();
+        for ((link, _, _), theirs) in answers.iter().zip(&digests) {
+            let behind: Vec<Shipped> = merged_states
+                .iter()
+                .filter(|(key, digest, _)| theirs.get(*key) != Some(digest))
+                .map(|(key, _, state)| Shipped { space: space.clone(), key: key.to_vec(), state: state.clone() })
+                .collect();
+            match link {
+                None => local = behind,
+                Some(link) => peers.push((link.clone(), behind)),
+            }
+        }
+        self.send_repairs(local, peers)?;
         let rows = merged.into_iter().filter(|(_, entry)| !entry.is_deleted()).collect();
         Ok(QuorumScan { rows, complete_to, replicas: u32::try_from(answers.len()).unwrap_or(u32::MAX) })
     }
@@ -592,16 +623,25 @@ impl<T: Transport> Replication<T> {
         answered: Vec<Answered<T::Peer>>,
     ) -> Result<(), Error> {
         let digest = merged.digest();
-        let state = merged.to_bytes()?;
-        if local != Some(digest) {
-            self.inner.replica.merge(space, key, &state)?;
+        let shipped = Shipped { space: space.clone(), key: key.to_vec(), state: merged.to_bytes()? };
+        let behind = |theirs: Option<crate::Digest>| (theirs != Some(digest)).then(|| vec![shipped.clone()]);
+        let peers = answered.into_iter().filter_map(|(link, theirs)| Some((link, behind(theirs)?))).collect();
+        self.send_repairs(behind(local).unwrap_or_default(), peers)
+    }
+
+    /// Merges `local` here and sends each peer its states (in the background: a failure there
+    /// is repaired by anti-entropy).
+    fn send_repairs(&self, local: Vec<Shipped>, peers: Vec<Repairs<T::Peer>>) -> Result<(), Error> {
+        if !local.is_empty() {
+            for result in self.inner.replica.merge_many(&local)? {
+                result?;
+            }
         }
-        for (link, theirs) in answered.into_iter().filter(|(_, theirs)| *theirs != Some(digest)) {
-            let shipped = Shipped { space: space.clone(), key: key.to_vec(), state: state.clone() };
-            let request = Request::Merge { entries: vec![shipped] };
+        for (link, entries) in peers.into_iter().filter(|(_, entries)| !entries.is_empty()) {
+            let request = Request::Merge { entries };
             tokio::spawn(async move {
                 if let Err(e) = link.remote.call(request).await {
-                    tracing::debug!(peer = link.remote.peer(), ?theirs, "read repair: {e}");
+                    tracing::debug!(peer = link.remote.peer(), "read repair: {e}");
                 }
             });
         }

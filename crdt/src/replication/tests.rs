@@ -118,3 +118,34 @@ async fn write_levels_count_the_members_that_hold_the_write() {
     let links = engine.link_status();
     assert_eq!(links.iter().map(|l| (l.node_id, l.address.as_str())).collect::<Vec<_>>(), [(2, "n2"), (3, "n3")]);
 }
+
+#[tokio::test]
+async fn a_quorum_scan_merges_a_majority_and_repairs_the_replicas_behind() {
+    let (a, b, c) = (node(1, 1_000).await, node(2, 1_000).await, node(3, 1_000).await);
+    let up = Arc::new(AtomicBool::new(true));
+    let down = Arc::new(AtomicBool::new(false));
+    let transport = Local(vec![(b.replica.clone(), up), (c.replica.clone(), down)]);
+    let members = Fixed(1, (1..=3).map(|id| (id, format!("n{id}"))).collect());
+    let (_stop, stopping) = watch::channel(false);
+    let engine = Replication::start(a.replica.clone(), transport, members, options(), stopping);
+    // States that reach a replica by merge only (merged states are never pushed): "x" on node
+    // 1, "y" on node 2; node 3 (cut off) wrote them.
+    for (key, holder) in [(&b"x"[..], &a), (&b"y"[..], &b)] {
+        c.replica.apply(&c.space, key, Op::Put(key.to_vec())).await.unwrap();
+        let state = c.replica.get_bytes(&c.space, key).unwrap().unwrap();
+        holder.replica.merge(&holder.space, key, &state).unwrap();
+    }
+    let scan = engine
+        .scan_quorum(&a.space, std::ops::Bound::Unbounded, None, 100, Instant::now() + Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(scan.rows.iter().map(|(k, _)| k.as_slice()).collect::<Vec<_>>(), [&b"x"[..], b"y"]);
+    assert_eq!(scan.replicas, 2);
+    // Both answering replicas now hold both keys: node 1 at once, node 2 in the background.
+    assert!(a.replica.get(&a.space, b"y").unwrap().is_some());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while b.replica.get(&b.space, b"x").unwrap().is_none() {
+        assert!(Instant::now() < deadline, "node 2 was not repaired");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
