@@ -35,27 +35,7 @@ async fn shutdown_signal() {
     tracing::info!("shutdown signal received");
 }
 
-/// Caps glibc's malloc at two arenas, unless `MALLOC_ARENA_MAX` says otherwise. glibc gives
-/// threads that allocate at once arenas of their own, up to eight per core, and memory freed in
-/// an arena seldom goes back to the system: with tokio's workers, sled's threads and the WAL's
-/// writer, RSS kept climbing for tens of seconds after a load ended and passed the memory budget
-/// (docs/storage.md, "Footprint"). Called first thing in `main`, before any other thread exists.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn limit_malloc_arenas() {
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
-        // SAFETY: `mallopt` only sets a tunable of glibc's allocator, and no other thread can be
-        // allocating yet.
-        unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, 2);
-        }
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn limit_malloc_arenas() {}
-
 fn main() -> std::process::ExitCode {
-    limit_malloc_arenas();
     let config = match Config::resolve(Args::parse()) {
         Ok(c) => c,
         Err(e) => {
