@@ -629,13 +629,21 @@ impl<T: Transport> Replication<T> {
         self.send_repairs(behind(local).unwrap_or_default(), peers)
     }
 
-    /// Merges `local` here and sends each peer its states (in the background: a failure there
-    /// is repaired by anti-entropy).
+    /// Merges `local` here (flushed in the background) and sends each peer its states (in the
+    /// background too: a failure there is repaired by anti-entropy).
     fn send_repairs(&self, local: Vec<Shipped>, peers: Vec<Repairs<T::Peer>>) -> Result<(), Error> {
         if !local.is_empty() {
             for result in self.inner.replica.merge_many(&local)? {
                 result?;
             }
+            // Durable soon rather than at the next write's group commit (watchers see a change
+            // once it is durable).
+            let replica = self.inner.replica.clone();
+            tokio::spawn(async move {
+                if let Err(e) = replica.flush().await {
+                    tracing::warn!("flushing a read repair: {e}");
+                }
+            });
         }
         for (link, entries) in peers.into_iter().filter(|(_, entries)| !entries.is_empty()) {
             let request = Request::Merge { entries };
