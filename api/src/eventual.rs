@@ -264,7 +264,8 @@ impl Engine for EventualEngine {
     fn watch(&self, def: KeyspaceDef, req: pb::WatchRequest) -> Result<WatchStream, Status> {
         if req.from_revision > 0 {
             return Err(Status::invalid_argument(format!(
-                "keyspace \"{}\" is eventual: a watch there resumes from a cursor (from_cursor), not a revision",
+                "keyspace \"{}\" is eventual: a watch there resumes from a cursor (from_cursor, the \
+                 physical.logical@node printed with each change), not a revision",
                 def.name
             )));
         }
