@@ -19,7 +19,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::Duration;
 
 use ledge_store::eventual::{Item, Put, Space, Updated, Write};
@@ -93,7 +93,7 @@ struct Inner {
     /// Largest encoded entry a local write may leave (see [`Replica::set_max_entry_bytes`]).
     max_entry_bytes: AtomicUsize,
     /// Told of states once they are durable here (see [`Replica::on_durable`]).
-    listener: RwLock<Option<DurableListener>>,
+    listener: OnceLock<DurableListener>,
 }
 
 /// Told, with this node's id, of states that just became durable on it: a local operation's
@@ -257,22 +257,22 @@ impl Replica {
                 session: Mutex::default(),
                 drop_first_merge: AtomicBool::new(false),
                 max_entry_bytes: AtomicUsize::new(DEFAULT_MAX_ENTRY_BYTES),
-                listener: RwLock::default(),
+                listener: OnceLock::new(),
             }),
         })
     }
 
-    /// Tells `listener` of every state once it is durable here ([`DurableListener`]).
+    /// Tells `listener` of every state once it is durable here ([`DurableListener`]). Set
+    /// once, when the node starts; a second listener is ignored.
     pub fn on_durable(&self, listener: DurableListener) {
-        if let Ok(mut slot) = self.inner.listener.write() {
-            *slot = Some(listener);
+        if self.inner.listener.set(listener).is_err() {
+            tracing::warn!(node = self.inner.node, "a durable listener was already set; the new one is ignored");
         }
     }
 
     /// Tells the listener, if any, that the states `states` yields are durable here.
     pub(crate) fn durable(&self, states: impl FnOnce() -> Vec<Shipped>) {
-        let listener = self.inner.listener.read().ok().and_then(|l| l.clone());
-        if let Some(listener) = listener {
+        if let Some(listener) = self.inner.listener.get() {
             listener(self.inner.node, &states());
         }
     }

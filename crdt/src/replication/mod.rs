@@ -29,7 +29,7 @@
 
 mod push;
 
-use std::collections::BTreeMap;
+use std::collections::btree_map::{BTreeMap, Entry as Slot};
 use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -590,18 +590,20 @@ impl<T: Transport> Replication<T> {
         }
         // Read repair: every answering replica gets the merged state of each key it held
         // less of (deleted states included, so deletes spread too).
-        let mut merged_states = Vec::with_capacity(merged.len());
-        for (key, entry) in &merged {
-            merged_states.push((key, entry.digest(), entry.to_bytes()?));
-        }
+        // A key's merged state is encoded once, and only when some replica is behind on it.
+        let merged_digests: Vec<(&Vec<u8>, crate::Digest)> = merged.iter().map(|(k, e)| (k, e.digest())).collect();
+        let mut encoded: BTreeMap<&Vec<u8>, Vec<u8>> = BTreeMap::new();
         let mut local = Vec::new();
         let mut peers = Vec::new();
         for ((link, _, _), theirs) in answers.iter().zip(&digests) {
-            let behind: Vec<Shipped> = merged_states
-                .iter()
-                .filter(|(key, digest, _)| theirs.get(*key) != Some(digest))
-                .map(|(key, _, state)| Shipped { space: space.clone(), key: key.to_vec(), state: state.clone() })
-                .collect();
+            let mut behind = Vec::new();
+            for (key, _) in merged_digests.iter().filter(|(key, digest)| theirs.get(*key) != Some(digest)) {
+                let state = match encoded.entry(key) {
+                    Slot::Occupied(state) => state.get().clone(),
+                    Slot::Vacant(slot) => slot.insert(merged[*key].to_bytes()?).clone(),
+                };
+                behind.push(Shipped { space: space.clone(), key: key.to_vec(), state });
+            }
             match link {
                 None => local = behind,
                 Some(link) => peers.push((link.clone(), behind)),
