@@ -160,17 +160,17 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// The write of `entry`, folding `mark` into the durable HLC high-water mark: the timestamp the
-/// clock issued for a local write, or for a merge no more than the clock adopted, so a peer's
-/// timestamp refused for drift never reaches what a restart resumes from. `seen` is the
-/// change's position in the node's change stream (see `stream.rs`), ticked under the commit
-/// lock.
-fn put(entry: &Entry, mark: Timestamp, seen: Timestamp) -> Result<Write, Error> {
-    put_within(entry, mark, seen, usize::MAX)
+/// The write of `entry` at stream position `seen` (see `stream.rs`): a local tick issued under
+/// the commit lock, after the operation's own timestamp and after whatever the clock adopted
+/// from a merged state. It is also what the write folds into the durable HLC high-water mark:
+/// above every timestamp this node issued before, so a restart resumes above them, and never a
+/// peer's timestamp refused for drift.
+fn put(entry: &Entry, seen: Timestamp) -> Result<Write, Error> {
+    put_within(entry, seen, usize::MAX)
 }
 
 /// [`put`], refusing an entry whose encoding is over `limit` bytes.
-fn put_within(entry: &Entry, mark: Timestamp, seen: Timestamp, limit: usize) -> Result<Write, Error> {
+fn put_within(entry: &Entry, seen: Timestamp, limit: usize) -> Result<Write, Error> {
     let state = entry.to_bytes()?;
     if state.len() > limit {
         return Err(Error::TooLarge(format!(
@@ -185,9 +185,7 @@ fn put_within(entry: &Entry, mark: Timestamp, seen: Timestamp, limit: usize) -> 
         state,
         digest: entry.digest().0,
         collectable: entry.collectable().map(|ts| ts.to_bytes().to_vec()),
-        // The stream position is a local tick too: folded in, so positions issued after a
-        // restart stay above every one stored before it.
-        mark: Some(mark.max(seen).to_bytes().to_vec()),
+        mark: Some(seen.to_bytes().to_vec()),
         seen: seen.to_bytes().to_vec(),
     }))
 }
@@ -209,7 +207,7 @@ fn apply_op(
         }
         None => (Entry::from_op(op.clone(), ts), false),
     };
-    Ok((put_within(&entry, ts, hlc.tick(), limit)?, (entry, existed)))
+    Ok((put_within(&entry, hlc.tick(), limit)?, (entry, existed)))
 }
 
 /// A key's entry as a shipped state (for the durable listener); `None` if it cannot be encoded.
@@ -514,7 +512,7 @@ impl Replica {
             let collected = space.map_or(&[][..], |s| collected[s].as_slice());
             match old {
                 None if remote.timestamp().to_bytes().as_slice() <= collected => Ok((Write::Keep, Merged::Ignored)),
-                None => Ok((put(remote, remote.timestamp().min(hlc.latest()), hlc.tick())?, Merged::Changed)),
+                None => Ok((put(remote, hlc.tick())?, Merged::Changed)),
                 Some(bytes) => {
                     let mut local = Entry::from_bytes(bytes)?;
                     let before = local.digest();
@@ -522,7 +520,7 @@ impl Replica {
                     if local.digest() == before {
                         Ok((Write::Keep, Merged::Unchanged))
                     } else {
-                        Ok((put(&local, local.timestamp().min(hlc.latest()), hlc.tick())?, Merged::Changed))
+                        Ok((put(&local, hlc.tick())?, Merged::Changed))
                     }
                 }
             }
